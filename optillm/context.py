@@ -1,0 +1,225 @@
+"""``RunContext``, the one argument an approach receives, and ``Answer``, what it returns.
+
+The context holds the conversation (``messages``, ``system_prompt``, ``query``), the client's
+parameters, the approach's typed ``options``, and the calls an approach makes:
+
+- ``complete(messages, **params) -> Completion``: one upstream call.
+- ``sample(k, messages, **params) -> list[str]``: k samples (one call with ``n`` where the
+  upstream supports it, concurrent calls where not).
+- ``map(fn, items) -> list``: bounded concurrent fan-out on the app's executor.
+
+Every call's usage is added up here (``ctx.usage``); approaches never count tokens. Internal
+calls get the client's sampling parameters only (temperature, max_tokens, seed, ...); calls
+made with ``answer=True`` (candidate answers) or ``final=True`` also get the answer-shaping
+ones (``response_format``, ``tools``, ``logprobs``, ...). ``final=True`` marks the call whose
+text the approach returns unchanged: when the client streams, that call is streamed to it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+from .concurrency import BoundedExecutor
+from .errors import BadRequestError, OptillmError, UpstreamTimeoutError
+from .types import ChatRequest, Choice, Completion, Message, Usage
+from .upstream.base import CallMeta, Upstream
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Client parameters that shape sampling; they apply to every upstream call of an approach.
+SAMPLING_PARAMS = frozenset({
+    "temperature", "top_p", "top_k", "min_p", "max_tokens", "max_completion_tokens", "seed",
+    "frequency_penalty", "presence_penalty", "repeat_penalty", "repetition_penalty",
+    "chat_template_kwargs", "reasoning_effort", "user", "logit_bias", "typical_p"})
+
+#: Parameters the proxy controls itself on upstream calls.
+CONTROLLED_PARAMS = frozenset({"stream", "stream_options", "n"})
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What an approach returns for one choice.
+
+    Attributes:
+        text: the answer shown to the client.
+        finish_reason: OpenAI's finish reason of the answer.
+        reasoning: the full trace, returned instead of ``text`` with ``return_full_response``.
+        metadata: extra fields on the choice (e.g. ``{"tts_metadata": {...}}``).
+        message: a whole assistant message (tool calls, refusal) when the approach has one.
+        logprobs: the choice's logprobs, where the answer is one upstream choice.
+    """
+
+    text: str
+    finish_reason: str = "stop"
+    reasoning: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    message: Message | None = None
+    logprobs: Any = None
+
+
+class Cancelled(OptillmError):
+    """The client went away; the approach stops at its next upstream call."""
+
+    status = 499
+    type = "client_closed_request"
+
+
+class RunContext:
+    """Everything one approach run sees (see the module docstring)."""
+
+    def __init__(self, *, request: ChatRequest, upstream: Upstream, executor: BoundedExecutor,
+                 meta: CallMeta, options: Any = None, slug: str = "",
+                 deadline: float | None = None, max_calls: int | None = None,
+                 stream_sink: Callable[[str], None] | None = None,
+                 cancelled: threading.Event | None = None):
+        self.request = request
+        self.model = request.model
+        self.messages: tuple[Message, ...] = request.messages
+        self.params: Mapping[str, Any] = {k: v for k, v in request.params.items()
+                                          if k not in CONTROLLED_PARAMS}
+        self.sampling: Mapping[str, Any] = {k: v for k, v in self.params.items()
+                                            if k in SAMPLING_PARAMS}
+        self.options = options
+        self.slug = slug
+        self.meta = meta
+        self.upstream = upstream
+        self.executor = executor
+        self.deadline = deadline
+        self.max_calls = max_calls
+        self._sink = stream_sink
+        self._cancelled = cancelled or threading.Event()
+        self._lock = threading.Lock()
+        self._usage = Usage()
+        self._calls = 0
+        self.streamed_text: str | None = None
+
+    # -- the conversation ---------------------------------------------------------------
+
+    @property
+    def system_prompt(self) -> str:
+        """System and developer messages joined (empty when there are none)."""
+        return "\n\n".join(m.text for m in self.messages if m.role in ("system", "developer"))
+
+    @property
+    def query(self) -> str:
+        """The last user message's text."""
+        for m in reversed(self.messages):
+            if m.role == "user":
+                return m.text
+        return ""
+
+    def with_query(self, text: str) -> list[Message]:
+        """The conversation with the last user message's text replaced by ``text``."""
+        out = list(self.messages)
+        for i in range(len(out) - 1, -1, -1):
+            if out[i].role == "user":
+                out[i] = Message("user", text, out[i].extra)
+                return out
+        return out + [Message("user", text)]
+
+    def conversation(self, *extra: Message) -> list[Message]:
+        """The whole conversation followed by ``extra`` messages."""
+        return list(self.messages) + list(extra)
+
+    # -- accounting -----------------------------------------------------------------------
+
+    @property
+    def usage(self) -> Usage:
+        return self._usage
+
+    @property
+    def calls(self) -> int:
+        return self._calls
+
+    def add_usage(self, usage: Usage, calls: int = 1) -> None:
+        with self._lock:
+            self._usage = self._usage + usage
+            self._calls += calls
+
+    def _check(self) -> None:
+        if self._cancelled.is_set():
+            raise Cancelled("the client closed the request")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise UpstreamTimeoutError("the request's deadline passed before the approach "
+                                       "finished")
+        if self.max_calls is not None and self._calls >= self.max_calls:
+            raise BadRequestError(f"approach {self.slug!r} exceeded its budget of "
+                                  f"{self.max_calls} upstream calls", code="budget_exceeded")
+
+    # -- upstream calls -------------------------------------------------------------------
+
+    def build_request(self, messages: Iterable[Message] | None = None, *, n: int = 1,
+                      answer: bool = False, **params: Any) -> ChatRequest:
+        """The upstream request for ``messages`` (default: the whole conversation)."""
+        merged = dict(self.params if answer else self.sampling)
+        for k, v in params.items():
+            if v is None:
+                merged.pop(k, None)
+            else:
+                merged[k] = v
+        msgs = tuple(self.messages if messages is None else messages)
+        return ChatRequest(model=self.model, messages=msgs, n=n, params=merged)
+
+    def complete(self, messages: Iterable[Message] | None = None, *, n: int = 1,
+                 answer: bool = False, final: bool = False, **params: Any) -> Completion:
+        """One upstream call; its usage is added to ``ctx.usage``.
+
+        ``params`` override the client's (None removes one). ``final=True``: this call's
+        text is the answer returned unchanged, streamed to the client when it streams.
+
+        Raises: the ``optillm.errors`` types of the upstream stack; ``Cancelled``.
+        """
+        self._check()
+        request = self.build_request(messages, n=n, answer=answer or final, **params)
+        if final and n == 1 and self._sink is not None and self.streamed_text is None:
+            return self._complete_streamed(request)
+        completion = self.upstream.complete(request, self.meta)
+        self.add_usage(completion.usage)
+        return completion
+
+    def _complete_streamed(self, request: ChatRequest) -> Completion:
+        parts: list[str] = []
+        usage = None
+        finish = "stop"
+        logprobs: list = []
+        self.streamed_text = ""
+        chunks = self.upstream.stream(request, self.meta)
+        try:
+            for chunk in chunks:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                for c in chunk.choices:
+                    if c.get("finish_reason"):
+                        finish = c["finish_reason"]
+                    if (c.get("logprobs") or {}).get("content"):
+                        logprobs.extend(c["logprobs"]["content"])
+                text = chunk.content
+                if text:
+                    parts.append(text)
+                    self._sink(text)  # raises Cancelled when the client went away
+        finally:
+            close = getattr(chunks, "close", None)
+            if close:
+                close()
+            self.streamed_text = "".join(parts)
+            self.add_usage(usage or Usage())
+        choice = Choice(0, Message("assistant", self.streamed_text), finish,
+                        {"content": logprobs, "refusal": None} if logprobs else None)
+        return Completion((choice,), usage or Usage(), model=self.model)
+
+    def sample(self, k: int, messages: Iterable[Message] | None = None, *,
+               answer: bool = True, **params: Any) -> list[str]:
+        """``k`` sampled texts for ``messages`` (one call with ``n=k``; the upstream stack
+        emulates ``n`` with concurrent calls where the upstream lacks it)."""
+        if k < 1:
+            return []
+        completion = self.complete(messages, n=k, answer=answer, **params)
+        return completion.texts[:k]
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """``[fn(x) for x in items]`` concurrently on the app's bounded executor."""
+        return self.executor.map(fn, items)

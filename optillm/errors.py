@@ -1,0 +1,154 @@
+"""Error types and their OpenAI error objects: the one place errors become HTTP answers.
+
+Hierarchy::
+
+    OptillmError                      status, type, code; ``to_dict()`` -> {"error": {...}}
+    ├── BadRequestError          400  invalid_request_error (malformed JSON, bad fields, n range)
+    ├── AuthenticationError      401  invalid_api_key
+    ├── NotFoundError            404  unknown model or approach
+    ├── PayloadTooLargeError     413  body over the size limit
+    ├── RateLimitError           429  upstream or proxy rate limit
+    ├── UpstreamError            502  upstream failed (carries the upstream's message)
+    └── UpstreamTimeoutError     504  upstream did not answer in time
+
+``translate_upstream_errors()`` is the boundary where the ``openai`` SDK's exceptions and
+connection failures become these types; nothing above the upstream layer sees an SDK error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any, Iterator
+
+
+class OptillmError(Exception):
+    """An error with an HTTP status and an OpenAI-style error object."""
+
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 status: int | None = None, type: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI ``ErrorResponse`` object: ``{"error": {message, type, param, code}}``."""
+        return {"error": {"message": self.message, "type": self.type,
+                          "param": self.param, "code": self.code}}
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict()).encode()
+
+
+class BadRequestError(OptillmError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationError(OptillmError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class NotFoundError(OptillmError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLargeError(OptillmError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimitError(OptillmError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamError(OptillmError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+class UpstreamTimeoutError(OptillmError):
+    status = 504
+    type = "upstream_error"
+    code = "upstream_timeout"
+
+
+class CapabilityError(BadRequestError):
+    """The upstream lacks a capability the request needs (logprobs, ``n``, text completions)."""
+
+    code = "unsupported_capability"
+
+
+def _upstream_message(exc: Exception) -> str:
+    """The upstream's own error message, where its body carries one."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        if isinstance(inner, str):
+            return inner
+    return str(getattr(exc, "message", None) or exc)
+
+
+def from_upstream_status(status: int, message: str) -> OptillmError:
+    """Map an upstream HTTP status to ours: the client's own mistakes keep their status
+    (400, 401, 403, 404, 413, 422, 429); anything else is the upstream failing (502)."""
+    text = f"upstream: {message}"
+    if status in (400, 422):
+        return BadRequestError(text, code="upstream_bad_request")
+    if status in (401, 403):
+        return AuthenticationError(text, code="upstream_auth", status=status)
+    if status == 404:
+        return NotFoundError(text, code="upstream_not_found")
+    if status == 413:
+        return PayloadTooLargeError(text)
+    if status == 429:
+        return RateLimitError(text)
+    if status in (408, 504):
+        return UpstreamTimeoutError(text)
+    return UpstreamError(f"{text} (status {status})")
+
+
+@contextlib.contextmanager
+def translate_upstream_errors() -> Iterator[None]:
+    """Translate the ``openai`` SDK's and the HTTP layer's exceptions into ours.
+
+    Raises:
+        UpstreamTimeoutError: the upstream timed out.
+        UpstreamError: connection failure or a 5xx answer.
+        BadRequestError / AuthenticationError / NotFoundError / RateLimitError: the upstream
+            refused the request for a reason that is the client's (status kept).
+    """
+    import openai  # the SDK is the upstream layer's dependency; imported lazily for start-up
+
+    try:
+        yield
+    except OptillmError:
+        raise
+    except openai.APITimeoutError as exc:
+        raise UpstreamTimeoutError(f"upstream timed out: {exc}") from exc
+    except openai.APIConnectionError as exc:
+        raise UpstreamError(f"upstream unreachable: {exc}") from exc
+    except openai.APIStatusError as exc:
+        raise from_upstream_status(exc.status_code, _upstream_message(exc)) from exc
+    except openai.APIError as exc:
+        raise UpstreamError(f"upstream error: {_upstream_message(exc)}") from exc

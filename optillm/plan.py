@@ -1,0 +1,153 @@
+"""The plan parser: which approaches a request asks for, on which base model.
+
+Precedence (first that applies): the body's ``optillm_approach``; an
+``<optillm_approach>x</optillm_approach>`` tag in a system or user message (removed before the
+request goes upstream); the model name (``parse_model`` hook: plugins' forms first, then the
+built-in prefix form); the server's ``--approach`` when it is not ``auto``; else passthrough.
+
+Model-name forms of the built-in parser::
+
+    moa-gpt-4o-mini          single: moa on gpt-4o-mini
+    moa&re2-gpt-4o-mini      sequence: each stage's answer becomes the next stage's query
+    bon|moa-gpt-4o-mini      parallel: one choice per approach
+
+A prefix counts only when every part of it is a registered slug, so ``llama-3-8b`` stays a
+model name; a prefix joined by ``&``/``|`` naming an unknown approach is a 404.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import BadRequestError, NotFoundError
+from .hookspecs import hookimpl
+from .registry import Registry
+from .types import Message
+
+SINGLE, SEQUENCE, PARALLEL = "single", "sequence", "parallel"
+_TAG = re.compile(r"<optillm_approach>\s*(.*?)\s*</optillm_approach>", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run. ``slugs`` has one entry for ``single``; ``model`` is the upstream's model.
+
+    ``options`` carries values a model-name form implies (``x-wait-6`` -> ``{"wait_rounds": 6}``);
+    request body fields override them.
+    """
+
+    op: str
+    slugs: tuple[str, ...]
+    model: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_passthrough(self) -> bool:
+        return self.op == SINGLE and self.slugs == ("none",)
+
+    @property
+    def label(self) -> str:
+        joiner = "&" if self.op == SEQUENCE else "|"
+        return joiner.join(self.slugs)
+
+
+def split_slugs(spec: str) -> tuple[str, tuple[str, ...]]:
+    """``"moa&re2"`` -> (SEQUENCE, ("moa", "re2")). Mixing ``&`` and ``|`` is a 400."""
+    if "&" in spec and "|" in spec:
+        raise BadRequestError(f"cannot mix '&' and '|' in {spec!r}", param="model")
+    if "&" in spec:
+        return SEQUENCE, tuple(s.strip() for s in spec.split("&"))
+    if "|" in spec:
+        return PARALLEL, tuple(s.strip() for s in spec.split("|"))
+    return SINGLE, (spec.strip(),)
+
+
+def _check_known(slugs: tuple[str, ...], registry: Registry, where: str) -> None:
+    unknown = [s for s in slugs if s not in registry]
+    if unknown:
+        raise NotFoundError(f"unknown approach {unknown[0]!r} in {where}; known approaches: "
+                            f"{', '.join(registry)}", param="model", code="approach_not_found")
+
+
+def parse_prefix(model: str, registry: Registry) -> Plan | None:
+    """The built-in ``<slugs>-<model>`` form, or None when the model has no approach prefix.
+
+    The longest head whose parts are all registered slugs wins (slugs may contain dashes).
+    """
+    best: Plan | None = None
+    bad_combination: tuple[str, ...] | None = None
+    for i, ch in enumerate(model):
+        if ch != "-" or i == 0 or i == len(model) - 1:
+            continue
+        head = model[:i]
+        op, slugs = split_slugs(head) if ("&" in head or "|" in head) else (SINGLE, (head,))
+        if all(s in registry for s in slugs):
+            best = Plan(op, slugs, model[i + 1:])
+        elif op != SINGLE and any(s in registry for s in slugs):
+            bad_combination = bad_combination or slugs
+    if best is None and bad_combination:
+        _check_known(bad_combination, registry, f"model {model!r}")
+    return best
+
+
+class PrefixParser:
+    """The default ``parse_model`` implementation, registered ``trylast``."""
+
+    @hookimpl(trylast=True)
+    def parse_model(self, model, registry):
+        return parse_prefix(model, registry)
+
+
+def extract_tag(messages: tuple[Message, ...]) -> tuple[str | None, tuple[Message, ...]]:
+    """Find and remove ``<optillm_approach>`` in system/user messages (the last tag wins)."""
+    found = None
+    out = []
+    for m in messages:
+        if m.role in ("system", "developer", "user") and isinstance(m.content, str) \
+                and "<optillm_approach>" in m.content:
+            tags = _TAG.findall(m.content)
+            if tags:
+                found = tags[-1]
+                m = Message(m.role, _TAG.sub("", m.content).strip(), m.extra)
+        out.append(m)
+    return (found, tuple(out)) if found is not None else (None, messages)
+
+
+def parse_plan(model: str, body: Mapping[str, Any], messages: tuple[Message, ...],
+               registry: Registry, hook=None, default_approach: str = "auto",
+               default_model: str | None = None) -> tuple[Plan, tuple[Message, ...]]:
+    """Decide the plan of a request; returns it with the messages (tag removed).
+
+    Raises:
+        NotFoundError: an unknown approach is named. BadRequestError: a malformed spec.
+    """
+    tag, messages = extract_tag(messages)
+    spec = body.get("optillm_approach")
+    if spec is not None and not isinstance(spec, str):
+        raise BadRequestError("'optillm_approach' must be a string", param="optillm_approach")
+    spec = spec or tag
+    parsed = None
+    if hook is not None:
+        parsed = hook.parse_model(model=model, registry=registry)
+    else:
+        parsed = parse_prefix(model, registry)
+    base = parsed.model if parsed else model
+    if not base and default_model:
+        base = default_model
+    if spec:
+        op, slugs = split_slugs(spec)
+        _check_known(slugs, registry, "optillm_approach" if body.get("optillm_approach")
+                     else "the <optillm_approach> tag")
+        options = parsed.options if parsed else {}
+        return Plan(op, slugs, base, options), messages
+    if parsed:
+        return parsed, messages
+    if model in registry and default_model:
+        return Plan(SINGLE, (model,), default_model), messages
+    if default_approach and default_approach != "auto":
+        op, slugs = split_slugs(default_approach)
+        _check_known(slugs, registry, "--approach")
+        return Plan(op, slugs, model), messages
+    return Plan(SINGLE, ("none",), model), messages

@@ -1,0 +1,249 @@
+"""HTTP routes (Flask blueprint): ``/v1/chat/completions``, ``/v1/models``, ``/health``.
+
+The passthrough is the hot path: when a request names no approach (or ``none``) with one
+choice, the client's bytes go upstream (re-serialised only when the model name or proxy fields
+must change) and the upstream's bytes come back, streamed or not. Everything else is parsed
+into a ``ChatRequest`` and run by the pipeline.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any, Iterator
+
+from flask import Blueprint, Response, current_app, request
+
+from . import __version__
+from .errors import AuthenticationError, BadRequestError, OptillmError, UpstreamError
+from .plan import parse_plan
+from .sse import stream_approach
+from .types import ChatRequest, Completion, new_id
+from .upstream.base import CallMeta
+
+try:  # orjson is several times faster; the stdlib is the fallback
+    import orjson
+
+    def _loads(data: bytes) -> Any:
+        return orjson.loads(data)
+
+    def _dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj)
+except ImportError:  # pragma: no cover
+    def _loads(data: bytes) -> Any:
+        return json.loads(data)
+
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj).encode()
+
+log = logging.getLogger(__name__)
+bp = Blueprint("optillm", __name__)
+
+_JSON = "application/json"
+
+
+def services():
+    return current_app.extensions["optillm"]
+
+
+def json_response(obj: Any, status: int = 200) -> Response:
+    return Response(_dumps(obj), status=status, content_type=_JSON)
+
+
+def _client_key() -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return request.headers.get("api-key") or request.headers.get("x-api-key")
+
+
+@bp.before_app_request
+def _authenticate() -> None:
+    key = services().settings.optillm_api_key
+    if not key or request.path == "/health":
+        return
+    given = _client_key() or ""
+    if not hmac.compare_digest(given.encode(), key.encode()):
+        raise AuthenticationError("invalid or missing API key for this proxy; send "
+                                  "'Authorization: Bearer <OPTILLM_API_KEY>'")
+
+
+def _upstream_key(settings) -> str | None:
+    """The client's key goes upstream only when the proxy has neither an upstream key nor a
+    key of its own (then the client's key is the proxy's and must stay here)."""
+    if settings.openai_api_key or settings.azure_api_key or settings.optillm_api_key:
+        return None
+    return _client_key()
+
+
+@bp.get("/health")
+def health() -> Response:
+    return json_response({"status": "healthy", "version": __version__})
+
+
+@bp.get("/v1/models")
+def models() -> Response:
+    svc = services()
+    meta = CallMeta(api_key=_upstream_key(svc.settings))
+    data: list[dict[str, Any]] = []
+    try:
+        data = svc.upstream.models(meta)
+    except OptillmError as exc:
+        log.warning("upstream /models failed: %s", exc.message)
+    for slug in svc.registry:
+        approach = svc.registry.get(slug)
+        data.append({"id": slug, "object": "model", "created": 0, "owned_by": "optillm",
+                     "description": approach.description})
+    return json_response({"object": "list", "data": data})
+
+
+@bp.post("/v1/chat/completions")
+@bp.post("/chat/completions")
+def chat_completions() -> Response:
+    svc = services()
+    settings = svc.settings
+    raw = request.get_data(cache=False)
+    try:
+        body = _loads(raw)
+    except ValueError as exc:
+        raise BadRequestError(f"request body is not valid JSON: {exc}") from None
+    if isinstance(body, dict) and not body.get("model") and settings.model:
+        body["model"] = settings.model
+    chat = ChatRequest.from_body(body)
+    plan, messages = parse_plan(chat.model, body, chat.messages, svc.registry,
+                                hook=svc.plugin_manager.hook,
+                                default_approach=settings.approach,
+                                default_model=settings.model)
+    request_id = new_id("req-")
+    record = None
+    if svc.conversation_logger is not None:
+        record = svc.conversation_logger.start(request_id, plan.label, plan.model, body)
+    meta = CallMeta(request_id, _upstream_key(settings), record.add_call if record else None)
+    try:
+        if plan.is_passthrough and (chat.stream or chat.n == 1) and not settings.batch_mode:
+            return _passthrough(body, raw, plan, chat, messages, meta, record)
+        return _run_pipeline(body, plan, chat.replace(messages=messages), meta, record)
+    except OptillmError as exc:
+        if record:
+            record.finish(None, exc.message)
+        raise
+
+
+def _passthrough(body, raw: bytes, plan, chat: ChatRequest, messages, meta, record) -> Response:
+    svc = services()
+    proxy_fields = [k for k in body if k in svc.registry.proxy_fields]
+    if plan.model != chat.model or proxy_fields or messages is not chat.messages:
+        body = {k: v for k, v in body.items() if k not in proxy_fields}
+        body["model"] = plan.model
+        if messages is not chat.messages:
+            body["messages"] = [m.to_dict() for m in messages]
+        raw = _dumps(body)
+    upstream = svc.upstream.forward(raw, meta, stream=chat.stream, model=plan.model)
+    if upstream.status >= 400:
+        data = b"".join(upstream.chunks)
+        upstream.close()
+        return _upstream_error(upstream.status, data, record)
+    if not chat.stream:
+        data = b"".join(upstream.chunks)
+        if record:
+            record.finish(_loads_or_text(data), None)
+        return Response(data, status=upstream.status, content_type=upstream.content_type)
+
+    def relay() -> Iterator[bytes]:
+        complete = False
+        try:
+            yield from upstream.chunks
+            complete = True
+        finally:
+            if not complete:
+                upstream.close()  # client gone: stop the upstream's generation
+            if record:
+                record.finish({"streamed": True},
+                              None if complete else "stream ended before [DONE]")
+
+    return Response(relay(), status=upstream.status, content_type=upstream.content_type,
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                    direct_passthrough=True)
+
+
+def _loads_or_text(data: bytes) -> Any:
+    try:
+        return _loads(data)
+    except ValueError:
+        return data.decode("utf-8", "replace")
+
+
+def _upstream_error(status: int, data: bytes, record) -> Response:
+    """An upstream error answer as ours: the client's mistakes (4xx) keep their status and the
+    upstream's message; upstream failures (5xx) become 502 carrying its message."""
+    from .errors import from_upstream_status
+
+    parsed = _loads_or_text(data)
+    message = ""
+    if isinstance(parsed, dict):
+        inner = parsed.get("error", parsed)
+        message = inner.get("message", "") if isinstance(inner, dict) else str(inner)
+    message = message or (data.decode("utf-8", "replace")[:500] if data else f"status {status}")
+    err = from_upstream_status(status, message)
+    if record:
+        record.finish(None, err.message)
+    return json_response(err.to_dict(), err.status)
+
+
+def _run_pipeline(body, plan, chat: ChatRequest, meta: CallMeta, record) -> Response:
+    svc = services()
+    settings = svc.settings
+    full = bool(body.get("return_full_response", settings.return_full_response))
+    if not chat.stream:
+        result = svc.pipeline.run(plan, chat, body, meta, full_response=full)
+        response = result.completion.to_dict()
+        if record:
+            record.finish(response, None)
+        return json_response(response)
+    include_usage = bool((chat.params.get("stream_options") or {}).get("include_usage"))
+
+    def run(sink, cancelled):
+        return svc.pipeline.run(plan, chat, body, meta, full_response=full, sink=sink,
+                                cancelled=cancelled)
+
+    def on_done(completion: Completion | None, error: OptillmError | None) -> None:
+        if record:
+            record.finish(completion.to_dict() if completion else None,
+                          error.message if error else None)
+
+    return Response(stream_approach(run, svc.executor, model=chat.model, n=chat.n,
+                                    include_usage=include_usage,
+                                    keepalive=settings.keepalive_interval, on_done=on_done),
+                    content_type="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def register_error_handlers(app) -> None:
+    """One JSON error handler: every failure is an OpenAI error object, never HTML or a trace."""
+    from werkzeug.exceptions import HTTPException
+
+    @app.errorhandler(OptillmError)
+    def _optillm_error(exc: OptillmError):
+        return json_response(exc.to_dict(), exc.status)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        status = exc.code or 500
+        kinds = {404: ("not_found", "unknown_url"), 405: ("invalid_request_error",
+                                                          "method_not_allowed"),
+                 413: ("invalid_request_error", "request_too_large")}
+        etype, code = kinds.get(status, ("invalid_request_error", None))
+        message = exc.description or exc.name
+        if status == 413:
+            limit = current_app.config.get("MAX_CONTENT_LENGTH")
+            message = f"request body is larger than the limit of {limit} bytes"
+        err = OptillmError(message, status=status, type=etype, code=code)
+        return json_response(err.to_dict(), status)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        err = UpstreamError(f"internal error: {type(exc).__name__}: {exc}", status=500,
+                            type="server_error", code="internal_error")
+        return json_response(err.to_dict(), 500)

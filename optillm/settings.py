@@ -1,0 +1,171 @@
+"""Settings: one frozen value built from command-line flags and the environment.
+
+This is the only module that reads ``os.environ``. Every flag ``--foo-bar`` also reads
+``OPTILLM_FOO_BAR``; a flag given on the command line wins over the variable. Upstream
+credentials keep their providers' names: ``OPENAI_API_KEY``, ``AZURE_OPENAI_API_KEY``,
+``AZURE_API_VERSION``, ``AZURE_API_BASE``. ``OPTILLM_API_KEY`` guards the proxy only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+#: The model name the embedded local model is served under.
+LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Server settings. Units: seconds unless the name says otherwise.
+
+    With neither ``base_url`` nor an Azure endpoint, the embedded local model is the upstream.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    base_url: str | None = None
+    model: str | None = None
+    approach: str = "auto"
+    optillm_api_key: str | None = None
+    plugins_dir: str | None = None
+    log_conversations: bool = False
+    conversation_log_dir: str = "conversations"
+    batch_mode: bool = False
+    batch_size: int = 4
+    batch_wait_ms: int = 10
+    return_full_response: bool = False
+    log: str = "info"
+    workers: int = 0
+    local_model: str | None = None
+    local_slots: int = 4
+    local_ctx_size: int = 4096
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_parallel_calls: int = 16
+    upstream_timeout: float = 600.0
+    upstream_retries: int = 2
+    keepalive_interval: float = 5.0
+    openai_api_key: str | None = None
+    azure_api_key: str | None = None
+    azure_api_version: str | None = None
+    azure_api_base: str | None = None
+
+    @property
+    def uses_local_model(self) -> bool:
+        return not self.base_url and not self.azure_api_base
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Settings from the environment alone (what ``gunicorn 'optillm.app:create_app()'`` uses)."""
+        return cls.from_args([], environ)
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str] | None = None,
+                  environ: Mapping[str, str] | None = None) -> "Settings":
+        """Parse flags (``argv``) over ``OPTILLM_*`` variables over the defaults.
+
+        Raises:
+            SystemExit: a flag or variable is malformed (argparse's usage message).
+        """
+        env = os.environ if environ is None else environ
+        parser = build_parser()
+        ns = parser.parse_args(list(argv or []))
+        values: dict[str, Any] = {}
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            flag_value = getattr(ns, f.name, None)
+            env_value = env.get("OPTILLM_" + f.name.upper())
+            if flag_value is not None:
+                raw = flag_value
+            elif env_value not in (None, ""):
+                raw = env_value
+            else:
+                continue
+            default = getattr(defaults, f.name)
+            try:
+                if isinstance(default, bool):
+                    values[f.name] = _bool(raw)
+                elif isinstance(default, int):
+                    values[f.name] = int(raw)
+                elif isinstance(default, float):
+                    values[f.name] = float(raw)
+                else:
+                    values[f.name] = str(raw)
+            except ValueError:
+                parser.error(f"invalid value for {f.name}: {raw!r}")
+        # Provider credentials keep their providers' variable names.
+        values.setdefault("openai_api_key", env.get("OPENAI_API_KEY") or None)
+        values.setdefault("azure_api_key", env.get("AZURE_OPENAI_API_KEY") or None)
+        values.setdefault("azure_api_version", env.get("AZURE_API_VERSION") or None)
+        values.setdefault("azure_api_base", env.get("AZURE_API_BASE") or None)
+        if values.get("base_url") is None and env.get("OPENAI_BASE_URL"):
+            values["base_url"] = env["OPENAI_BASE_URL"]
+        settings = cls(**{k: v for k, v in values.items() if v is not None})
+        if settings.port < 0 or settings.port > 65535:
+            parser.error("--port must be between 0 and 65535")
+        if settings.batch_size < 1 or settings.batch_wait_ms < 0:
+            parser.error("--batch-size must be >= 1 and --batch-wait-ms >= 0")
+        if settings.local_slots < 1 or settings.max_parallel_calls < 1:
+            parser.error("--local-slots and --max-parallel-calls must be >= 1")
+        return settings
+
+    def to_env(self) -> dict[str, str]:
+        """``OPTILLM_*`` variables that reproduce these settings (for worker processes)."""
+        out: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None or f.name.startswith(("openai_", "azure_")):
+                continue
+            out["OPTILLM_" + f.name.upper()] = str(value).lower() if isinstance(value, bool) \
+                else str(value)
+        return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``optillm`` command's flags. Every default is None so the environment can fill in."""
+    p = argparse.ArgumentParser(
+        prog="optillm",
+        description="OpenAI-compatible optimizing inference proxy. Every flag also reads "
+                    "OPTILLM_<FLAG> (e.g. OPTILLM_BASE_URL).")
+    add = p.add_argument
+    add("--host", help="address to bind (default 127.0.0.1)")
+    add("--port", type=int, help="port to listen on (default 8000)")
+    add("--base-url", help="OpenAI-compatible upstream, e.g. https://api.openai.com/v1; "
+                           "without it (and without AZURE_API_BASE) the embedded local model runs")
+    add("--model", help="model used when a request names only approaches")
+    add("--approach", help="default approach; 'auto' (default) means as the model name says")
+    add("--optillm-api-key", help="key clients must send to use the proxy (never sent upstream)")
+    add("--plugins-dir", help="folder of drop-in plugin .py files")
+    add("--log-conversations", action="store_const", const=True,
+        help="write one JSON line per request to --conversation-log-dir")
+    add("--conversation-log-dir", help="folder for conversation logs (default ./conversations)")
+    add("--batch-mode", action="store_const", const=True,
+        help="coalesce upstream calls that arrive within --batch-wait-ms")
+    add("--batch-size", type=int, help="largest batch (default 4)")
+    add("--batch-wait-ms", type=int, help="batch collection window in ms (default 10)")
+    add("--return-full-response", action="store_const", const=True,
+        help="return the approach's reasoning trace instead of only the answer, where it has one")
+    add("--log", choices=["debug", "info", "warning", "error", "critical"], help="log level")
+    add("--workers", type=int, help="run under gunicorn (gthread) with N worker processes")
+    add("--local-model", help="GGUF file for the embedded llama-server "
+                              "(default SmolLM2-135M-Instruct)")
+    add("--local-slots", type=int, help="parallel slots of the embedded llama-server (-np)")
+    add("--local-ctx-size", type=int, help="context size of the embedded llama-server")
+    add("--max-body-bytes", type=int, help="largest request body accepted (413 above)")
+    add("--max-parallel-calls", type=int, help="concurrent upstream calls per process")
+    add("--upstream-timeout", type=float, help="seconds before an upstream call times out (504)")
+    add("--upstream-retries", type=int, help="retries of a failed upstream call")
+    add("--keepalive-interval", type=float, help="seconds between SSE keep-alive comments")
+    return p

@@ -1,0 +1,299 @@
+"""Typed values that travel through the proxy: requests, messages, completions, chunks, usage.
+
+JSON dicts exist only at the edges (``from_body`` / ``to_dict``). Request fields we do not model
+are kept in ``ChatRequest.params`` and passed to the upstream unchanged, so ``tools``,
+``response_format``, ``seed``, ``top_k``, ``chat_template_kwargs`` and anything newer survive.
+Shapes follow OpenAI's OpenAPI description (``CreateChatCompletionRequest``,
+``CreateChatCompletionResponse``, ``CreateChatCompletionStreamResponse``, ``CompletionUsage``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from .errors import BadRequestError
+
+#: Upper bound of ``n`` accepted from a client (OpenAI's own limit is 128).
+MAX_N = 128
+
+_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+
+
+def new_id(prefix: str = "chatcmpl-") -> str:
+    return prefix + uuid.uuid4().hex[:24]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message. ``content`` is a string, a list of content parts, or None (tool calls).
+
+    ``extra`` holds the other fields (``name``, ``tool_calls``, ``tool_call_id``, ...).
+    """
+
+    role: str
+    content: Any = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """The message's text: the string content, or its text parts joined by newlines."""
+        if isinstance(self.content, str):
+            return self.content
+        if isinstance(self.content, list):
+            return "\n".join(p.get("text", "") for p in self.content
+                             if isinstance(p, dict) and p.get("type") == "text")
+        return ""
+
+    @classmethod
+    def from_dict(cls, d: Any, index: int = 0) -> "Message":
+        param = f"messages[{index}]"
+        if not isinstance(d, dict):
+            raise BadRequestError(f"{param} must be an object", param=param)
+        role = d.get("role")
+        if not isinstance(role, str) or role not in _ROLES:
+            raise BadRequestError(f"{param}.role must be one of {sorted(_ROLES)}",
+                                  param=f"{param}.role")
+        content = d.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise BadRequestError(f"{param}.content must be a string or an array of parts",
+                                  param=f"{param}.content")
+        extra = {k: v for k, v in d.items() if k not in ("role", "content")}
+        return cls(role=role, content=content, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"role": self.role, "content": self.content}
+        d.update(self.extra)
+        return d
+
+
+def system(text: str) -> Message:
+    return Message("system", text)
+
+
+def user(text: str) -> Message:
+    return Message("user", text)
+
+
+def assistant(text: str) -> Message:
+    return Message("assistant", text)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A chat completion request: model, messages, ``n``, ``stream`` and every other field.
+
+    ``params`` are the remaining body fields, forwarded upstream as they are.
+    """
+
+    model: str
+    messages: tuple[Message, ...]
+    n: int = 1
+    stream: bool = False
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_body(cls, body: Any) -> "ChatRequest":
+        """Validate a decoded JSON body.
+
+        Raises:
+            BadRequestError: the body is not an object, or ``model``/``messages``/``n``/
+                ``stream`` are missing or of the wrong type or range.
+        """
+        if not isinstance(body, dict):
+            raise BadRequestError("request body must be a JSON object")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequestError("'model' is required and must be a non-empty string",
+                                  param="model")
+        raw_messages = body.get("messages")
+        if not isinstance(raw_messages, list) or not raw_messages:
+            raise BadRequestError("'messages' is required and must be a non-empty array",
+                                  param="messages")
+        messages = tuple(Message.from_dict(m, i) for i, m in enumerate(raw_messages))
+        n = body.get("n", 1)
+        if n is None:
+            n = 1
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise BadRequestError("'n' must be an integer", param="n")
+        if not 1 <= n <= MAX_N:
+            raise BadRequestError(f"'n' must be between 1 and {MAX_N}, got {n}", param="n",
+                                  code="integer_out_of_range")
+        stream = body.get("stream", False)
+        if stream is None:
+            stream = False
+        if not isinstance(stream, bool):
+            raise BadRequestError("'stream' must be a boolean", param="stream")
+        for key, kind in (("temperature", (int, float)), ("top_p", (int, float)),
+                          ("max_tokens", int), ("max_completion_tokens", int)):
+            value = body.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+                raise BadRequestError(f"'{key}' must be a number", param=key)
+        params = {k: v for k, v in body.items() if k not in ("model", "messages", "n", "stream")}
+        return cls(model=model, messages=messages, n=n, stream=stream, params=params)
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON body for an upstream call (``n`` and ``stream`` only when not default)."""
+        body: dict[str, Any] = {"model": self.model,
+                                "messages": [m.to_dict() for m in self.messages]}
+        body.update(self.params)
+        if self.n != 1:
+            body["n"] = self.n
+        if self.stream:
+            body["stream"] = True
+        return body
+
+    def replace(self, **changes: Any) -> "ChatRequest":
+        return dataclasses.replace(self, **changes)
+
+    def with_params(self, **params: Any) -> "ChatRequest":
+        """A copy with ``params`` updated; a value of None removes that field."""
+        merged = dict(self.params)
+        for k, v in params.items():
+            if v is None:
+                merged.pop(k, None)
+            else:
+                merged[k] = v
+        return dataclasses.replace(self, params=merged)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts (``CompletionUsage``); ``total_tokens`` is derived."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(self.prompt_tokens + other.prompt_tokens,
+                     self.completion_tokens + other.completion_tokens)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "Usage":
+        if not d:
+            return cls()
+        return cls(int(d.get("prompt_tokens") or 0), int(d.get("completion_tokens") or 0))
+
+    def to_dict(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.total_tokens}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One choice of a completion. ``extra`` carries fields beyond OpenAI's (``tts_metadata``)."""
+
+    index: int
+    message: Message
+    finish_reason: str | None = "stop"
+    logprobs: Any = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return self.message.text
+
+    def to_dict(self) -> dict[str, Any]:
+        message = self.message.to_dict()
+        message.setdefault("refusal", None)
+        d = {"index": self.index, "message": message,
+             "logprobs": self.logprobs, "finish_reason": self.finish_reason}
+        d.update(self.extra)
+        return d
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A chat completion (``CreateChatCompletionResponse``)."""
+
+    choices: tuple[Choice, ...]
+    usage: Usage = Usage()
+    model: str = ""
+    id: str = field(default_factory=new_id)
+    created: int = field(default_factory=lambda: int(time.time()))
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """The first choice's text."""
+        return self.choices[0].text if self.choices else ""
+
+    @property
+    def texts(self) -> list[str]:
+        return [c.text for c in self.choices]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Completion":
+        choices = []
+        for i, c in enumerate(d.get("choices") or []):
+            msg = c.get("message") or {}
+            extra = {k: v for k, v in msg.items() if k not in ("role", "content")}
+            choices.append(Choice(
+                index=c.get("index", i),
+                message=Message(msg.get("role") or "assistant", msg.get("content"), extra),
+                finish_reason=c.get("finish_reason"),
+                logprobs=c.get("logprobs"),
+                extra={k: v for k, v in c.items()
+                       if k not in ("index", "message", "finish_reason", "logprobs")}))
+        known = ("id", "object", "created", "model", "choices", "usage")
+        return cls(choices=tuple(choices), usage=Usage.from_dict(d.get("usage")),
+                   model=d.get("model") or "", id=d.get("id") or new_id(),
+                   created=int(d.get("created") or time.time()),
+                   extra={k: v for k, v in d.items() if k not in known})
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str], usage: Usage = Usage(), model: str = "",
+                   finish_reason: str = "stop") -> "Completion":
+        return cls(choices=tuple(Choice(i, Message("assistant", t), finish_reason)
+                                 for i, t in enumerate(texts)), usage=usage, model=model)
+
+    def replace(self, **changes: Any) -> "Completion":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": self.id, "object": "chat.completion",
+                             "created": self.created, "model": self.model,
+                             "choices": [c.to_dict() for c in self.choices],
+                             "usage": self.usage.to_dict()}
+        for k, v in self.extra.items():
+            d.setdefault(k, v)
+        return d
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One streamed chunk (``CreateChatCompletionStreamResponse``) as the upstream sent it.
+
+    ``choices`` are dicts with ``index``, ``delta``, ``finish_reason`` (and ``logprobs``);
+    ``usage`` is set on the final usage chunk only.
+    """
+
+    choices: tuple[Mapping[str, Any], ...]
+    usage: Usage | None = None
+    model: str = ""
+    id: str = ""
+    created: int = 0
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Chunk":
+        usage = d.get("usage")
+        return cls(choices=tuple(d.get("choices") or ()),
+                   usage=Usage.from_dict(usage) if usage else None,
+                   model=d.get("model") or "", id=d.get("id") or "",
+                   created=int(d.get("created") or 0))
+
+    @property
+    def content(self) -> str:
+        """Content text of choice 0's delta in this chunk."""
+        for c in self.choices:
+            if c.get("index", 0) == 0:
+                return (c.get("delta") or {}).get("content") or ""
+        return ""

@@ -1,0 +1,109 @@
+"""The upstream interface every layer of the stack implements, and the values it passes.
+
+``Upstream`` has four calls:
+
+- ``complete(request, meta) -> Completion``: one chat completion (all ``n`` choices).
+- ``stream(request, meta) -> Iterator[Chunk]``: the same, streamed; closing the iterator
+  closes the upstream connection (that is how a cut trace stops costing tokens).
+- ``forward(body, meta, stream, model) -> RawResponse``: the passthrough hot path; the client's JSON
+  bytes go up, the upstream's bytes come back unparsed.
+- ``models(meta) -> list[dict]``: the upstream's ``/models`` entries.
+
+Wrappers (logging, batching, ...) subclass ``UpstreamWrapper`` and are composed once in
+``create_app``; each forwards what it does not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+from ..types import ChatRequest, Chunk, Completion
+
+
+@dataclass(frozen=True)
+class CallMeta:
+    """Who a call is for: the proxy request it belongs to, and the key to send upstream.
+
+    ``api_key`` is the client's own key, forwarded when the proxy has none of its own.
+    ``on_call`` receives a record of every upstream call made for the request (the
+    conversation logger sets it; other layers ignore it).
+    """
+
+    request_id: str = ""
+    api_key: str | None = None
+    on_call: Callable[[dict[str, Any]], None] | None = None
+
+
+NO_META = CallMeta()
+
+
+@dataclass
+class RawResponse:
+    """An upstream HTTP answer, unparsed. ``chunks`` yields the body; ``close()`` releases it."""
+
+    status: int
+    content_type: str
+    chunks: Iterator[bytes]
+    close: Callable[[], None] = lambda: None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the upstream supports. ``None`` means not known yet (found out on first use)."""
+
+    n: bool | None = None
+    logprobs: bool | None = None
+    text_completions: bool | None = None
+
+
+class Upstream:
+    """Base class: an OpenAI-compatible chat completion provider."""
+
+    def complete(self, request: ChatRequest, meta: CallMeta = NO_META) -> Completion:
+        raise NotImplementedError
+
+    def stream(self, request: ChatRequest, meta: CallMeta = NO_META) -> Iterator[Chunk]:
+        raise NotImplementedError
+
+    def forward(self, body: bytes, meta: CallMeta = NO_META, stream: bool = False,
+                model: str | None = None) -> RawResponse:
+        raise NotImplementedError
+
+    def models(self, meta: CallMeta = NO_META) -> list[dict[str, Any]]:
+        return []
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities()
+
+    def close(self) -> None:
+        pass
+
+
+class UpstreamWrapper(Upstream):
+    """An upstream that delegates to ``inner``; subclasses override what they change."""
+
+    def __init__(self, inner: Upstream):
+        self.inner = inner
+
+    def complete(self, request: ChatRequest, meta: CallMeta = NO_META) -> Completion:
+        return self.inner.complete(request, meta)
+
+    def stream(self, request: ChatRequest, meta: CallMeta = NO_META) -> Iterator[Chunk]:
+        return self.inner.stream(request, meta)
+
+    def forward(self, body: bytes, meta: CallMeta = NO_META, stream: bool = False,
+                model: str | None = None) -> RawResponse:
+        return self.inner.forward(body, meta, stream, model)
+
+    def models(self, meta: CallMeta = NO_META) -> list[dict[str, Any]]:
+        return self.inner.models(meta)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities
+
+    def close(self) -> None:
+        self.inner.close()

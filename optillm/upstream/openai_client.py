@@ -1,0 +1,188 @@
+"""The OpenAI-compatible upstream: the ``openai`` SDK for approaches, pooled bytes for passthrough.
+
+One ``OpenAIUpstream`` per app: one SDK client (its connection pool is reused by every call) and
+one ``urllib3.PoolManager`` for the passthrough, which relays the client's JSON bytes and the
+upstream's answer without parsing them (shared/PERFORMANCE.md: the SDK's per-call cost alone
+exceeds the passthrough's 1 ms budget). Works with OpenAI, Azure OpenAI, vLLM, SGLang,
+llama.cpp's ``llama-server``, Cerebras, OpenRouter and LiteLLM proxies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any, Iterator
+from urllib.parse import urlencode
+
+from ..errors import UpstreamError, UpstreamTimeoutError, translate_upstream_errors
+from ..types import ChatRequest, Chunk, Completion
+from .base import NO_META, CallMeta, Capabilities, RawResponse, Upstream
+
+log = logging.getLogger(__name__)
+
+#: Sent upstream when neither the proxy nor the client has a key (local servers ignore it).
+PLACEHOLDER_KEY = "sk-no-key-required"
+
+
+class OpenAIUpstream(Upstream):
+    """An OpenAI-compatible HTTP upstream.
+
+    Args:
+        base_url: e.g. ``https://api.openai.com/v1`` or ``http://127.0.0.1:8080/v1``.
+        api_key: the proxy's own key for the upstream; None forwards each client's key.
+        azure: ``(endpoint, api_version)`` to talk to Azure OpenAI instead.
+        timeout: seconds per upstream call. retries: SDK retries (connection errors, 408,
+        429, 5xx, with back-off). pool_size: connections kept per host.
+    """
+
+    def __init__(self, base_url: str | None, api_key: str | None = None, *,
+                 azure: tuple[str, str] | None = None, timeout: float = 600.0,
+                 retries: int = 2, pool_size: int = 32):
+        import openai
+        import urllib3
+
+        self.api_key = api_key
+        self.azure = azure
+        self.timeout = timeout
+        if azure:
+            endpoint, version = azure
+            self.client = openai.AzureOpenAI(api_key=api_key or PLACEHOLDER_KEY,
+                                             azure_endpoint=endpoint, api_version=version,
+                                             timeout=timeout, max_retries=retries)
+            self.base_url = endpoint.rstrip("/") + "/openai"
+        else:
+            self.base_url = (base_url or "https://api.openai.com/v1").rstrip("/")
+            self.client = openai.OpenAI(api_key=api_key or PLACEHOLDER_KEY,
+                                        base_url=self.base_url, timeout=timeout,
+                                        max_retries=retries)
+        self._pool = urllib3.PoolManager(
+            num_pools=4, maxsize=pool_size, block=False,
+            retries=urllib3.Retry(total=retries, connect=retries, read=0, status=0,
+                                  redirect=0, other=0, allowed_methods=None),
+            timeout=urllib3.Timeout(connect=min(10.0, timeout), read=timeout))
+        self._lock = threading.Lock()
+        self._caps = Capabilities()
+
+    # -- capabilities -------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    def note_capability(self, **found: bool) -> None:
+        """Record a capability found out from an upstream's answer."""
+        import dataclasses
+        with self._lock:
+            self._caps = dataclasses.replace(self._caps, **found)
+
+    # -- SDK calls (approaches) ---------------------------------------------------------
+
+    def _headers(self, meta: CallMeta) -> dict[str, str]:
+        if self.api_key or not meta.api_key:
+            return {}
+        if self.azure:
+            return {"api-key": meta.api_key}
+        return {"Authorization": f"Bearer {meta.api_key}"}
+
+    def _create_args(self, request: ChatRequest, meta: CallMeta, stream: bool) -> dict[str, Any]:
+        extra = dict(request.params)
+        if request.n != 1:
+            extra["n"] = request.n
+        if stream:
+            opts = dict(extra.get("stream_options") or {})
+            opts["include_usage"] = True
+            extra["stream_options"] = opts
+        return {"model": request.model, "messages": [m.to_dict() for m in request.messages],
+                "extra_body": extra, "extra_headers": self._headers(meta)}
+
+    def complete(self, request: ChatRequest, meta: CallMeta = NO_META) -> Completion:
+        args = self._create_args(request, meta, stream=False)
+        with translate_upstream_errors():
+            raw = self.client.chat.completions.with_raw_response.create(**args)
+            data = json.loads(raw.content)
+        if not isinstance(data, dict) or "choices" not in data:
+            raise UpstreamError(f"upstream returned no choices: {str(data)[:200]}")
+        return Completion.from_dict(data)
+
+    def stream(self, request: ChatRequest, meta: CallMeta = NO_META) -> Iterator[Chunk]:
+        args = self._create_args(request, meta, stream=True)
+        with translate_upstream_errors():
+            sdk_stream = self.client.chat.completions.create(stream=True, **args)
+        return self._iter_stream(sdk_stream)
+
+    @staticmethod
+    def _iter_stream(sdk_stream) -> Iterator[Chunk]:
+        try:
+            with translate_upstream_errors():
+                for item in sdk_stream:
+                    yield Chunk.from_dict(item.to_dict())
+        finally:
+            sdk_stream.close()  # an abandoned stream stops the upstream's generation
+
+    def models(self, meta: CallMeta = NO_META) -> list[dict[str, Any]]:
+        with translate_upstream_errors():
+            page = self.client.with_options(max_retries=0, timeout=10).models.list(
+                extra_headers=self._headers(meta))
+            return [m.to_dict() for m in page.data]
+
+    # -- passthrough (bytes) ------------------------------------------------------------
+
+    def _forward_url(self, model: str | None) -> str:
+        if self.azure:
+            _, version = self.azure
+            return f"{self.base_url}/deployments/{model}/chat/completions?" + \
+                urlencode({"api-version": version})
+        return self.base_url + "/chat/completions"
+
+    def forward(self, body: bytes, meta: CallMeta = NO_META, stream: bool = False,
+                model: str | None = None) -> RawResponse:
+        """POST ``body`` to ``/chat/completions`` and hand back the answer unparsed.
+
+        Raises:
+            UpstreamTimeoutError / UpstreamError: no answer (timeout, refused connection).
+        """
+        import urllib3
+
+        headers = {"Content-Type": "application/json"}
+        key = self.api_key or meta.api_key or PLACEHOLDER_KEY
+        if self.azure:
+            headers["api-key"] = key
+        else:
+            headers["Authorization"] = f"Bearer {key}"
+        try:
+            resp = self._pool.urlopen("POST", self._forward_url(model), body=body,
+                                      headers=headers, preload_content=False,
+                                      decode_content=True)
+        except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ReadTimeoutError) as exc:
+            raise UpstreamTimeoutError(f"upstream timed out: {exc}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise UpstreamError(f"upstream unreachable: {exc}") from exc
+        content_type = resp.headers.get("Content-Type", "application/json")
+
+        def close() -> None:
+            resp.release_conn() if resp.isclosed() else resp.drain_conn()
+
+        if stream and resp.status == 200:
+            def chunks() -> Iterator[bytes]:
+                try:
+                    yield from resp.stream(None)
+                except urllib3.exceptions.HTTPError as exc:
+                    raise UpstreamError(f"upstream stream broke: {exc}") from exc
+                finally:
+                    resp.release_conn()
+            def abort() -> None:
+                resp.close()  # a client that went away stops the upstream's generation
+            return RawResponse(resp.status, content_type, chunks(), abort, dict(resp.headers))
+        try:
+            data = resp.read()
+        except urllib3.exceptions.HTTPError as exc:
+            raise UpstreamError(f"upstream answer broke: {exc}") from exc
+        finally:
+            close()
+        return RawResponse(resp.status, content_type, iter((data,)), lambda: None,
+                           dict(resp.headers))
+
+    def close(self) -> None:
+        self.client.close()
+        self._pool.clear()
