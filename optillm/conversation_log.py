@@ -47,8 +47,8 @@ def redact(value: Any) -> Any:
 class ConversationRecord:
     """The record of one request; ``add_call`` may be called from several threads."""
 
-    def __init__(self, logger: "ConversationLogger", request_id: str, approach: str,
-                 model: str, client_request: Any):
+    def __init__(self, logger: "ConversationLogger", request_id: str, approach: str | None,
+                 model: str | None, client_request: Any):
         self._logger = logger
         self._lock = threading.Lock()
         self._start = time.monotonic()
@@ -58,6 +58,12 @@ class ConversationRecord:
             "request_id": request_id, "approach": approach, "model": model,
             "client_request": client_request, "provider_calls": [],
             "final_response": None, "total_duration_ms": None, "error": None}
+
+    def describe(self, *, approach: str, model: str) -> None:
+        """Fill in what the request turned out to ask for, once it is parsed."""
+        with self._lock:
+            self.data["approach"] = approach
+            self.data["model"] = model
 
     def add_call(self, call: dict[str, Any]) -> None:
         """Append one upstream call: ``{"provider_request", "response", "duration_ms", "error"}``."""
@@ -83,7 +89,7 @@ class ConversationLogger:
     def __init__(self, directory: str):
         self.directory = directory
 
-    def start(self, request_id: str, approach: str, model: str,
+    def start(self, request_id: str, approach: str | None, model: str | None,
               client_request: Any) -> ConversationRecord:
         return ConversationRecord(self, request_id, approach, model, client_request)
 

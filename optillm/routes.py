@@ -104,23 +104,33 @@ def chat_completions() -> Response:
     svc = services()
     settings = svc.settings
     raw = request.get_data(cache=False)
+    request_id = new_id("req-")
+    record = None
     try:
         body = _loads(raw)
     except ValueError as exc:
-        raise BadRequestError(f"request body is not valid JSON: {exc}") from None
-    if isinstance(body, dict) and not body.get("model") and settings.model:
-        body["model"] = settings.model
-    chat = ChatRequest.from_body(body)
-    plan, messages = parse_plan(chat.model, body, chat.messages, svc.registry,
-                                hook=svc.plugin_manager.hook,
-                                default_approach=settings.approach,
-                                default_model=settings.model)
-    request_id = new_id("req-")
-    record = None
+        body = None
+        error = BadRequestError(f"request body is not valid JSON: {exc}")
+    else:
+        error = None
     if svc.conversation_logger is not None:
-        record = svc.conversation_logger.start(request_id, plan.label, plan.model, body)
-    meta = CallMeta(request_id, _upstream_key(settings), record.add_call if record else None)
+        client_request = body if body is not None else raw.decode("utf-8", "replace")
+        model = body.get("model") if isinstance(body, dict) else None
+        record = svc.conversation_logger.start(request_id, None, model, client_request)
     try:
+        if error is not None:
+            raise error
+        if isinstance(body, dict) and not body.get("model") and settings.model:
+            body["model"] = settings.model
+        chat = ChatRequest.from_body(body)
+        plan, messages = parse_plan(chat.model, body, chat.messages, svc.registry,
+                                    hook=svc.plugin_manager.hook,
+                                    default_approach=settings.approach,
+                                    default_model=settings.model)
+        if record:
+            record.describe(approach=plan.label, model=plan.model)
+        meta = CallMeta(request_id, _upstream_key(settings),
+                        record.add_call if record else None)
         if plan.is_passthrough and (chat.stream or chat.n == 1) and not settings.batch_mode:
             return _passthrough(body, raw, plan, chat, messages, meta, record)
         return _run_pipeline(body, plan, chat.replace(messages=messages), meta, record)

@@ -15,4 +15,4 @@ STREAMS = True
 
 def run(ctx: RunContext) -> Completion:
     n = ctx.request.n
-    return ctx.complete(n=n, final=n == 1)
+    return ctx.complete(n=n, answer=True, final=n == 1)

@@ -1,0 +1,551 @@
+"""Benchmark the proxy against the stub upstream (``scripts/stub_upstream.py``) on loopback.
+
+One run starts a stub upstream (0 ms latency) and the proxy under gunicorn
+(``-w 2 -k gthread --threads 16``, ``OPTILLM_BASE_URL`` pointing at the stub), then measures:
+
+1. passthrough latency: sequential non-streamed requests, directly to the stub and through the
+   proxy, interleaved, each side over one keep-alive connection (p50/p95 and the difference),
+   and the time to first byte of streamed passthrough;
+2. throughput at 1, 8 and 32 concurrent clients (threads, one keep-alive connection each),
+   directly and through the proxy, with the proxy's CPU time per request (from ``/proc``);
+3. approach wall time: a second stub with 300 ms latency and a proxy over it; a passthrough
+   call vs ``bon-``, ``moa-`` and ``self_consistency-stub-model`` (median, ratio to the
+   passthrough, upstream calls and peak concurrent upstream calls counted at the stub).
+
+It prints markdown tables (progress goes to stderr), stops everything it started (also on
+Ctrl-C, SIGTERM or its own time limit) and exits 1 if any request failed. Traffic goes to
+127.0.0.1 only. ``--quick`` runs a shorter version.
+
+    python scripts/bench_proxy.py [--quick] [--seconds S] [--requests N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import stub_upstream  # noqa: E402 - lives next to this script
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
+GUNICORN = ["-w", "2", "-k", "gthread", "--threads", "16"]
+APPROACH_MODELS = ["stub-model", "bon-stub-model", "moa-stub-model",
+                   "self_consistency-stub-model"]
+THROUGHPUT_CLIENTS = (1, 8, 32)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def chat_body(model: str = "stub-model", stream: bool = False) -> bytes:
+    body: dict = {"model": model, "messages": [{"role": "user", "content": "What is 6 x 7?"}]}
+    if stream:
+        body["stream"] = True
+    return json.dumps(body).encode()
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (``p`` in 0-100) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ErrorLog:
+    """Failed requests across the run (thread-safe); the first few are kept for the report."""
+
+    count: int = 0
+    samples: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, where: str, what: str) -> None:
+        with self._lock:
+            self.count += 1
+            if len(self.samples) < 5:
+                self.samples.append(f"{where}: {what[:300]}")
+
+
+# -- client -----------------------------------------------------------------------------------
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection (``http.client``) to ``base_url``.
+
+    A connection the server closed while idle is reopened once (counted in ``reopened``);
+    any other failure raises.
+    """
+
+    def __init__(self, base_url: str, timeout: float = 30.0):
+        parts = urllib.parse.urlsplit(base_url)
+        self.prefix = parts.path.rstrip("/")
+        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        self.reopened = 0
+        self._used = False
+
+    def _send(self, method: str, path: str, body: bytes | None) -> http.client.HTTPResponse:
+        for attempt in (0, 1):
+            try:
+                self.conn.request(method, self.prefix + path, body, HEADERS)
+                resp = self.conn.getresponse()
+                self._used = True
+                return resp
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.conn.close()
+                if attempt or not self._used:
+                    raise
+                self.reopened += 1
+        raise AssertionError("unreachable")
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        resp = self._send(method, path, body)
+        return resp.status, resp.read()
+
+    def first_byte(self, path: str, body: bytes) -> tuple[int, float, bytes]:
+        """POST a streamed request: status, seconds to the first body bytes, the whole body."""
+        start = time.perf_counter()
+        resp = self._send("POST", path, body)
+        first = resp.read1(65536) if resp.status == 200 else b""
+        ttfb = time.perf_counter() - start
+        return resp.status, ttfb, first + resp.read()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def check_completion(status: int, data: bytes) -> str | None:
+    """Why a non-streamed answer is wrong, or None when it is a chat completion."""
+    if status != 200:
+        return f"status {status}: {data[:200]!r}"
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return f"invalid JSON: {data[:200]!r}"
+    if not body.get("choices"):
+        return f"no choices: {data[:200]!r}"
+    return None
+
+
+def check_stream(status: int, data: bytes) -> str | None:
+    if status != 200:
+        return f"status {status}: {data[:200]!r}"
+    if not data.rstrip().endswith(b"data: [DONE]"):
+        return f"stream did not end with [DONE]: {data[-200:]!r}"
+    return None
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proxy_env(stub_url: str) -> dict[str, str]:
+    """This environment without OpenAI/Azure/OptiLLM/proxy settings, plus the benchmark's."""
+    dropped = ("OPTILLM_", "OPENAI_", "AZURE_")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(dropped) and k.lower() not in
+           ("http_proxy", "https_proxy", "all_proxy")}
+    env.update(OPTILLM_BASE_URL=stub_url, OPENAI_API_KEY="sk-bench", OPTILLM_LOG="warning",
+               NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    return env
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` (Linux ``/proc``)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+            out.append(int(entry.name))
+    return out
+
+
+@dataclass
+class Proxy:
+    """A gunicorn-served proxy started by this script; its output goes to ``log_path``."""
+
+    url: str
+    proc: subprocess.Popen
+    log_path: str
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time of the master and its workers so far (None where ``/proc`` is missing)."""
+        try:
+            return sum(process_cpu_seconds(p) for p in [self.proc.pid, *child_pids(self.proc.pid)])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(Path(self.log_path).read_text().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """Quick shutdown (SIGINT to the master), SIGKILL after 8 s."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(8)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        with contextlib.suppress(OSError):
+            os.unlink(self.log_path)
+
+
+def start_proxy(stub_url: str, timeout: float = 30.0) -> Proxy:
+    """gunicorn over ``stub_url``; returns once ``/health`` answers.
+
+    Raises: RuntimeError (with the proxy's log) when it exits or is not healthy in time.
+    """
+    port = free_port()
+    fd, log_path = tempfile.mkstemp(prefix="bench-proxy-", suffix=".log")
+    cmd = [sys.executable, "-m", "gunicorn", *GUNICORN, "-b", f"127.0.0.1:{port}",
+           "--graceful-timeout", "3", "optillm.app:create_app()"]
+    with os.fdopen(fd, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=proxy_env(stub_url), stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proxy = Proxy(f"http://127.0.0.1:{port}", proc, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return proxy
+        time.sleep(0.1)
+    tail = proxy.log_tail()
+    proxy.stop()
+    raise RuntimeError(f"proxy did not become healthy (exit code {proc.poll()}):\n{tail}")
+
+
+# -- measurements -----------------------------------------------------------------------------
+
+
+def measure_latency(direct_url: str, proxy_url: str, n: int, errors: ErrorLog,
+                    stream: bool = False) -> dict[str, list[float]]:
+    """Seconds per request (or to the first byte, when ``stream``), direct and via the proxy,
+    interleaved in alternating order after a short warm-up."""
+    conns = {"direct": Connection(direct_url), "proxy": Connection(proxy_url)}
+    times: dict[str, list[float]] = {"direct": [], "proxy": []}
+    body = chat_body(stream=stream)
+    order = ["direct", "proxy"]
+    try:
+        for i in range(n + 20):
+            for side in (order if i % 2 == 0 else order[::-1]):
+                if stream:
+                    status, elapsed, data = conns[side].first_byte("/chat/completions", body)
+                    problem = check_stream(status, data)
+                else:
+                    start = time.perf_counter()
+                    status, data = conns[side].request("POST", "/chat/completions", body)
+                    elapsed = time.perf_counter() - start
+                    problem = check_completion(status, data)
+                if problem:
+                    errors.add(f"{side} {'stream' if stream else 'latency'}", problem)
+                elif i >= 20:
+                    times[side].append(elapsed)
+    finally:
+        for conn in conns.values():
+            conn.close()
+    return times
+
+
+@dataclass
+class Throughput:
+    requests: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    cpu_ms_per_request: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def measure_throughput(base_url: str, clients: int, seconds: float, errors: ErrorLog,
+                       label: str) -> Throughput:
+    """``clients`` threads, each sending requests back to back over its own connection."""
+    body = chat_body()
+    barrier = threading.Barrier(clients + 1)
+    start_at: list[float] = []
+    results: list[tuple[int, int, list[float]]] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        conn = Connection(base_url)
+        ok = failed = 0
+        lat: list[float] = []
+        barrier.wait()
+        deadline = start_at[0] + seconds
+        try:
+            while (now := time.perf_counter()) < deadline:
+                try:
+                    status, data = conn.request("POST", "/chat/completions", body)
+                    problem = None if status == 200 else f"status {status}: {data[:200]!r}"
+                except (OSError, http.client.HTTPException) as exc:
+                    problem = f"{type(exc).__name__}: {exc}"
+                    conn.close()
+                    conn = Connection(base_url)
+                if problem:
+                    failed += 1
+                    errors.add(f"{label} x{clients}", problem)
+                else:
+                    ok += 1
+                    lat.append(time.perf_counter() - now)
+        finally:
+            conn.close()
+            with lock:
+                results.append((ok, failed, lat))
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    start_at.append(time.perf_counter())
+    barrier.wait()
+    for t in threads:
+        t.join(seconds + 60)
+    elapsed = time.perf_counter() - start_at[0]
+    latencies = [x for _, _, lat in results for x in lat]
+    return Throughput(requests=sum(r[0] for r in results), errors=sum(r[1] for r in results),
+                      seconds=elapsed,
+                      p50_ms=percentile(latencies, 50) * 1000 if latencies else float("nan"))
+
+
+def measure_throughput_table(direct_url: str, proxy: Proxy, seconds: float,
+                             errors: ErrorLog) -> list[tuple[int, str, Throughput]]:
+    rows = []
+    for clients in THROUGHPUT_CLIENTS:
+        for label, url in (("direct", direct_url), ("proxy", proxy.url)):
+            log(f"  throughput: {clients} clients, {label}, {seconds:g} s")
+            cpu_before = proxy.cpu_seconds() if label == "proxy" else None
+            result = measure_throughput(url, clients, seconds, errors, label)
+            cpu_after = proxy.cpu_seconds() if label == "proxy" else None
+            if cpu_before is not None and cpu_after is not None and result.requests:
+                result.cpu_ms_per_request = (cpu_after - cpu_before) * 1000 / result.requests
+            rows.append((clients, label, result))
+    return rows
+
+
+@dataclass
+class ApproachResult:
+    model: str
+    wall_s: list[float]
+    upstream_calls: list[int]
+    peak_parallel: list[int]
+
+
+def measure_approaches(stub: stub_upstream.StubHandle, proxy_url: str, reps: int,
+                       errors: ErrorLog) -> list[ApproachResult]:
+    """Wall time of each model in ``APPROACH_MODELS`` (one warm-up call each, not counted),
+    with the upstream calls each request made, counted at the stub."""
+    conn = Connection(proxy_url, timeout=60)
+    results = []
+    try:
+        for model in APPROACH_MODELS:
+            log(f"  approaches: {model} x{reps}")
+            result = ApproachResult(model, [], [], [])
+            for i in range(reps + 1):
+                stub.reset()
+                start = time.perf_counter()
+                status, data = conn.request("POST", "/chat/completions", chat_body(model))
+                elapsed = time.perf_counter() - start
+                problem = check_completion(status, data)
+                if problem:
+                    errors.add(model, problem)
+                    continue
+                if i == 0:
+                    continue  # warm-up: connections, capability probes
+                stats = stub.stats()
+                result.wall_s.append(elapsed)
+                result.upstream_calls.append(stats["chat_calls"])
+                result.peak_parallel.append(stats["peak_active"])
+            results.append(result)
+    finally:
+        conn.close()
+    return results
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f}"
+
+
+def print_latency(plain: dict[str, list[float]], streamed: dict[str, list[float]]) -> None:
+    print(f"\n### Passthrough latency ({len(plain['direct'])} sequential requests per side, "
+          f"interleaved, one keep-alive connection each)\n")
+    print("| measure | direct p50 ms | proxy p50 ms | added p50 ms "
+          "| direct p95 ms | proxy p95 ms | added p95 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, times in (("non-streamed, whole reply", plain),
+                        ("streamed, first byte", streamed)):
+        d, p = times["direct"], times["proxy"]
+        if not d or not p:
+            print(f"| {name} | - | - | - | - | - | - |")
+            continue
+        d50, p50, d95, p95 = (percentile(d, 50), percentile(p, 50), percentile(d, 95),
+                              percentile(p, 95))
+        print(f"| {name} | {ms(d50)} | {ms(p50)} | **{ms(p50 - d50)}** | {ms(d95)} "
+              f"| {ms(p95)} | {ms(p95 - d95)} |")
+
+
+def print_throughput(rows: list[tuple[int, str, Throughput]], seconds: float) -> None:
+    print(f"\n### Throughput ({seconds:g} s per row, one keep-alive connection per client)\n")
+    print("| clients | target | req/s | errors | p50 ms | proxy CPU ms/req |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for clients, label, r in rows:
+        cpu = f"{r.cpu_ms_per_request:.2f}" if r.cpu_ms_per_request is not None else "-"
+        print(f"| {clients} | {label} | {r.rate:,.0f} | {r.errors} | {r.p50_ms:.2f} | {cpu} |")
+
+
+def print_approaches(results: list[ApproachResult], latency_ms: float) -> None:
+    print(f"\n### Approaches through the proxy over a {latency_ms:g} ms upstream "
+          f"(median of {max((len(r.wall_s) for r in results), default=0)})\n")
+    print("| model | wall ms | x single call | upstream calls | peak parallel calls |")
+    print("|---|---:|---:|---:|---:|")
+    single = statistics.median(results[0].wall_s) if results and results[0].wall_s else None
+    for r in results:
+        if not r.wall_s:
+            print(f"| {r.model} | failed | - | - | - |")
+            continue
+        wall = statistics.median(r.wall_s)
+        ratio = f"{wall / single:.2f}" if single else "-"
+        calls = "/".join(str(c) for c in sorted(set(r.upstream_calls)))
+        peak = "/".join(str(c) for c in sorted(set(r.peak_parallel)))
+        print(f"| {r.model} | {wall * 1000:.0f} | {ratio} | {calls} | {peak} |")
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer requests, shorter phases")
+    p.add_argument("--requests", type=int, help="sequential requests per side (default 300)")
+    p.add_argument("--seconds", type=float, help="seconds per throughput row (default 5)")
+    p.add_argument("--reps", type=int, help="timed calls per approach (default 3)")
+    p.add_argument("--approach-latency-ms", type=float, default=300.0,
+                   help="stub latency for the approach phase (default 300)")
+    p.add_argument("--time-limit", type=float, default=240.0,
+                   help="abort (and clean up) after this many seconds (default 240)")
+    args = p.parse_args(argv)
+    args.requests = args.requests or (100 if args.quick else 300)
+    args.seconds = args.seconds or (2.0 if args.quick else 5.0)
+    args.reps = args.reps or (2 if args.quick else 3)
+    return args
+
+
+class TimeLimit(Exception):
+    pass
+
+
+def install_signal_handlers(time_limit: float) -> None:
+    """SIGTERM and the time limit unwind like Ctrl-C, so every ``finally`` cleans up."""
+    def on_alarm(signum, frame):
+        raise TimeLimit(f"time limit of {time_limit:g} s reached")
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, time_limit)
+
+
+def run(args: argparse.Namespace, stack: contextlib.ExitStack, errors: ErrorLog) -> None:
+    log("starting the stub upstream (0 ms) and the proxy...")
+    stub = stack.enter_context(stub_upstream.start_subprocess(latency_ms=0))
+    proxy = start_proxy(stub.url)
+    stack.callback(proxy.stop)
+    proxy_v1 = proxy.url + "/v1"
+    print(f"## optillm proxy benchmark: {os.cpu_count()} CPUs, Python "
+          f"{platform.python_version()}, gunicorn {' '.join(GUNICORN)}, stub {stub.url}")
+
+    log(f"passthrough latency: {args.requests} requests per side...")
+    plain = measure_latency(stub.url, proxy_v1, args.requests, errors)
+    streamed = measure_latency(stub.url, proxy_v1, max(40, args.requests // 3), errors,
+                               stream=True)
+    print_latency(plain, streamed)
+    sys.stdout.flush()
+
+    log("throughput...")
+    rows = measure_throughput_table(stub.url, proxy, args.seconds, errors)
+    print_throughput(rows, args.seconds)
+    sys.stdout.flush()
+    proxy.stop()
+    stub.stop()
+
+    log(f"starting a {args.approach_latency_ms:g} ms stub and a proxy over it...")
+    slow = stack.enter_context(stub_upstream.start_subprocess(
+        latency_ms=args.approach_latency_ms))
+    slow_proxy = start_proxy(slow.url)
+    stack.callback(slow_proxy.stop)
+    results = measure_approaches(slow, slow_proxy.url + "/v1", args.reps, errors)
+    print_approaches(results, args.approach_latency_ms)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    errors = ErrorLog()
+    install_signal_handlers(args.time_limit)
+    started = time.monotonic()
+    try:
+        with contextlib.ExitStack() as stack:
+            run(args, stack, errors)
+    except KeyboardInterrupt:
+        log("interrupted; everything started was stopped")
+        return 130
+    except (TimeLimit, RuntimeError) as exc:
+        log(f"error: {exc}")
+        return 2
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    print(f"\nrequests failed: {errors.count}; run took {time.monotonic() - started:.0f} s")
+    for sample in errors.samples:
+        print(f"- {sample}")
+    return 1 if errors.count else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""SSE framing for approaches: role chunk first, content, finish, usage chunk, [DONE]."""
+
+import json
+
+from optillm.errors import UpstreamError
+
+from ..conftest import chat
+
+
+def events(body: bytes):
+    """(comments, data objects, saw_done) of an SSE body."""
+    comments, data, done = [], [], False
+    for block in body.decode().split("\n\n"):
+        if not block:
+            continue
+        if block.startswith(":"):
+            comments.append(block)
+        elif block == "data: [DONE]":
+            done = True
+        else:
+            assert block.startswith("data: "), block
+            data.append(json.loads(block[6:]))
+    return comments, data, done
+
+
+def test_streamed_final_call_is_relayed_token_by_token(client, fake, openapi):
+    fake.when(lambda r: r.n == 3, ["a", "b", "c"])
+    fake.when_contains("critique each one", "crit")
+    fake.when_contains("Critique of the candidates", "the final synthesis answer")
+    r = chat(client, model="moa-fake", stream=True, stream_options={"include_usage": True})
+    assert r.content_type.startswith("text/event-stream")
+    _, data, done = events(r.get_data())
+    assert done
+    assert data[0]["choices"][0]["delta"]["role"] == "assistant"
+    pieces = [c["choices"][0]["delta"].get("content") for c in data[1:] if c["choices"]
+              and c["choices"][0]["delta"].get("content")]
+    assert len(pieces) == 4 and "".join(pieces) == "the final synthesis answer"
+    assert data[-2]["choices"][0]["finish_reason"] == "stop"
+    assert data[-1]["choices"] == [] and data[-1]["usage"]["completion_tokens"] == 3 + 1 + 4
+    assert fake.history[-1].stream is False and len(fake.history) == 3
+    for d in data:
+        openapi(d, "CreateChatCompletionStreamResponse")
+
+
+def test_unstreamable_approach_sends_answer_when_ready(client, fake):
+    fake.when(lambda r: r.n == 3, ["x", "y", "z"])
+    fake.when_contains("Rate the following", "5")
+    r = chat(client, model="bon-fake", stream=True)
+    _, data, done = events(r.get_data())
+    contents = [c["choices"][0]["delta"].get("content") for c in data if c["choices"]]
+    assert "x" in contents and done
+    assert all("usage" not in d or d["usage"] is None for d in data)  # not asked for
+
+
+def test_keepalive_comments_while_the_approach_works(make_app, fake):
+    fake.delay = 0.3
+    client = make_app(keepalive_interval=0.05).test_client()
+    r = chat(client, model="bon-fake", stream=True)
+    comments, data, done = events(r.get_data())
+    assert comments and all(c == ": keep-alive" for c in comments) and done
+
+
+def test_error_after_stream_start_is_an_error_event(client, fake):
+    fake.default = UpstreamError("upstream: went away")
+    r = chat(client, model="bon-fake", stream=True)
+    assert r.status_code == 200  # the status line was already sent
+    _, data, done = events(r.get_data())
+    assert data[-1]["error"]["message"] == "upstream: went away" and done
+
+
+def test_n_choices_streamed_with_indices(client, fake):
+    fake.default = "same"
+    r = chat(client, model="re2-fake", stream=True, n=2)
+    _, data, _ = events(r.get_data())
+    finished = sorted(c["choices"][0]["index"] for c in data
+                      if c["choices"] and c["choices"][0]["finish_reason"])
+    assert finished == [0, 1]
+
+
+def test_client_disconnect_stops_upstream_stream(make_app, fake):
+    fake.delay = 0.5
+    fake.default = " ".join(["word"] * 50)
+    client = make_app().test_client()
+    r = client.post("/v1/chat/completions", json={"model": "re2-fake", "stream": True,
+                    "messages": [{"role": "user", "content": "hi"}]}, buffered=False)
+    it = r.response
+    next(iter(it))  # the role chunk
+    r.close()
+    assert fake.stream_closed.wait(3)
