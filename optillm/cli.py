@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .local_model import LocalModel, LocalModelUnavailable
 from .settings import Settings

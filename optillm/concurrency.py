@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextvars
-from typing import Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")

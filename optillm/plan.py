@@ -18,8 +18,9 @@ model name; a prefix joined by ``&``/``|`` naming an unknown approach is a 404.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import BadRequestError, NotFoundError
 from .hookspecs import hookimpl

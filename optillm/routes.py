@@ -11,7 +11,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 #: The model name the embedded local model is served under.
 LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -63,17 +64,17 @@ class Settings:
     def uses_local_model(self) -> bool:
         return not self.base_url and not self.azure_api_base
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
-        """Settings from the environment alone (what ``gunicorn 'optillm.app:create_app()'`` uses)."""
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from the environment alone (``gunicorn 'optillm.app:create_app()'``)."""
         return cls.from_args([], environ)
 
     @classmethod
     def from_args(cls, argv: Sequence[str] | None = None,
-                  environ: Mapping[str, str] | None = None) -> "Settings":
+                  environ: Mapping[str, str] | None = None) -> Settings:
         """Parse flags (``argv``) over ``OPTILLM_*`` variables over the defaults.
 
         Raises:

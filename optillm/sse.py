@@ -18,7 +18,8 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from .concurrency import BoundedExecutor
 from .errors import OptillmError, UpstreamError
@@ -65,7 +66,7 @@ def stream_approach(run: Callable[[Callable[[str], None], threading.Event], Any]
     """
     cid = new_id()
     created = int(time.time())
-    q: "queue.Queue[Any]" = queue.Queue()
+    q: queue.Queue[Any] = queue.Queue()
     cancelled = threading.Event()
 
     def sink(text: str) -> None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .errors import BadRequestError
 
@@ -49,7 +50,7 @@ class Message:
         return ""
 
     @classmethod
-    def from_dict(cls, d: Any, index: int = 0) -> "Message":
+    def from_dict(cls, d: Any, index: int = 0) -> Message:
         param = f"messages[{index}]"
         if not isinstance(d, dict):
             raise BadRequestError(f"{param} must be an object", param=param)
@@ -96,7 +97,7 @@ class ChatRequest:
     params: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_body(cls, body: Any) -> "ChatRequest":
+    def from_body(cls, body: Any) -> ChatRequest:
         """Validate a decoded JSON body.
 
         Raises:
@@ -146,10 +147,10 @@ class ChatRequest:
             body["stream"] = True
         return body
 
-    def replace(self, **changes: Any) -> "ChatRequest":
+    def replace(self, **changes: Any) -> ChatRequest:
         return dataclasses.replace(self, **changes)
 
-    def with_params(self, **params: Any) -> "ChatRequest":
+    def with_params(self, **params: Any) -> ChatRequest:
         """A copy with ``params`` updated; a value of None removes that field."""
         merged = dict(self.params)
         for k, v in params.items():
@@ -171,12 +172,12 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def __add__(self, other: "Usage") -> "Usage":
+    def __add__(self, other: Usage) -> Usage:
         return Usage(self.prompt_tokens + other.prompt_tokens,
                      self.completion_tokens + other.completion_tokens)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "Usage":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> Usage:
         if not d:
             return cls()
         return cls(int(d.get("prompt_tokens") or 0), int(d.get("completion_tokens") or 0))
@@ -231,7 +232,7 @@ class Completion:
         return [c.text for c in self.choices]
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Completion":
+    def from_dict(cls, d: Mapping[str, Any]) -> Completion:
         choices = []
         for i, c in enumerate(d.get("choices") or []):
             msg = c.get("message") or {}
@@ -251,11 +252,11 @@ class Completion:
 
     @classmethod
     def from_texts(cls, texts: Iterable[str], usage: Usage = Usage(), model: str = "",
-                   finish_reason: str = "stop") -> "Completion":
+                   finish_reason: str = "stop") -> Completion:
         return cls(choices=tuple(Choice(i, Message("assistant", t), finish_reason)
                                  for i, t in enumerate(texts)), usage=usage, model=model)
 
-    def replace(self, **changes: Any) -> "Completion":
+    def replace(self, **changes: Any) -> Completion:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -283,7 +284,7 @@ class Chunk:
     created: int = 0
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Chunk":
+    def from_dict(cls, d: Mapping[str, Any]) -> Chunk:
         usage = d.get("usage")
         return cls(choices=tuple(d.get("choices") or ()),
                    usage=Usage.from_dict(usage) if usage else None,

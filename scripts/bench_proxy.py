@@ -260,6 +260,20 @@ def start_proxy(stub_url: str, timeout: float = 30.0) -> Proxy:
 # -- measurements -----------------------------------------------------------------------------
 
 
+def timed_call(conn: Connection, body: bytes, stream: bool) -> tuple[float, str | None]:
+    """Seconds for one chat request (to the first byte when ``stream``) and what went wrong."""
+    try:
+        if stream:
+            status, elapsed, data = conn.first_byte("/chat/completions", body)
+            return elapsed, check_stream(status, data)
+        start = time.perf_counter()
+        status, data = conn.request("POST", "/chat/completions", body)
+        return time.perf_counter() - start, check_completion(status, data)
+    except (OSError, http.client.HTTPException) as exc:
+        conn.close()
+        return 0.0, f"{type(exc).__name__}: {exc}"
+
+
 def measure_latency(direct_url: str, proxy_url: str, n: int, errors: ErrorLog,
                     stream: bool = False) -> dict[str, list[float]]:
     """Seconds per request (or to the first byte, when ``stream``), direct and via the proxy,
@@ -271,14 +285,7 @@ def measure_latency(direct_url: str, proxy_url: str, n: int, errors: ErrorLog,
     try:
         for i in range(n + 20):
             for side in (order if i % 2 == 0 else order[::-1]):
-                if stream:
-                    status, elapsed, data = conns[side].first_byte("/chat/completions", body)
-                    problem = check_stream(status, data)
-                else:
-                    start = time.perf_counter()
-                    status, data = conns[side].request("POST", "/chat/completions", body)
-                    elapsed = time.perf_counter() - start
-                    problem = check_completion(status, data)
+                elapsed, problem = timed_call(conns[side], body, stream)
                 if problem:
                     errors.add(f"{side} {'stream' if stream else 'latency'}", problem)
                 elif i >= 20:
@@ -386,10 +393,7 @@ def measure_approaches(stub: stub_upstream.StubHandle, proxy_url: str, reps: int
             result = ApproachResult(model, [], [], [])
             for i in range(reps + 1):
                 stub.reset()
-                start = time.perf_counter()
-                status, data = conn.request("POST", "/chat/completions", chat_body(model))
-                elapsed = time.perf_counter() - start
-                problem = check_completion(status, data)
+                elapsed, problem = timed_call(conn, chat_body(model), stream=False)
                 if problem:
                     errors.add(model, problem)
                     continue

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from optillm.types import ChatRequest, Choice, Chunk, Completion, Message, Usage
 from optillm.upstream.base import NO_META, CallMeta, RawResponse, Upstream
@@ -41,17 +42,17 @@ class FakeUpstream(Upstream):
 
     # -- scripting ------------------------------------------------------------------------
 
-    def enqueue(self, *replies: Any) -> "FakeUpstream":
+    def enqueue(self, *replies: Any) -> FakeUpstream:
         with self._lock:
             self._queue.extend(replies)
         return self
 
-    def when(self, predicate: Callable[[ChatRequest], bool], reply: Any) -> "FakeUpstream":
+    def when(self, predicate: Callable[[ChatRequest], bool], reply: Any) -> FakeUpstream:
         """Answer requests matching ``predicate`` with ``reply`` (checked before the queue)."""
         self.rules.append((predicate, reply))
         return self
 
-    def when_contains(self, text: str, reply: Any) -> "FakeUpstream":
+    def when_contains(self, text: str, reply: Any) -> FakeUpstream:
         return self.when(lambda r: any(text in m.text for m in r.messages), reply)
 
     def _next(self, request: ChatRequest) -> Any:

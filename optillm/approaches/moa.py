@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..context import RunContext
-from ..types import Completion, Message
+from ..types import Completion
 
 SLUG = "moa"
 STREAMS = True

@@ -15,8 +15,9 @@ Wrappers (logging, batching, ...) subclass ``UpstreamWrapper`` and are composed 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from ..types import ChatRequest, Chunk, Completion
 

@@ -21,7 +21,6 @@ from ..errors import BadRequestError
 from ..types import ChatRequest, Choice, Completion, Usage
 from .base import NO_META, CallMeta, UpstreamWrapper
 
-
 _BOUND = re.compile(r"(?:<=|at most|maximum(?: of| is)?|max(?:imum)?\s*[:=]?|up to)\s*(\d+)",
                     re.IGNORECASE)
 

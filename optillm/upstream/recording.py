@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ..types import ChatRequest, Chunk, Completion
 from .base import NO_META, CallMeta, RawResponse, UpstreamWrapper

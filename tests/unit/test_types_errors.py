@@ -2,8 +2,12 @@
 
 import pytest
 
-from optillm.errors import (BadRequestError, UpstreamError, UpstreamTimeoutError,
-                            from_upstream_status)
+from optillm.errors import (
+    BadRequestError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    from_upstream_status,
+)
 from optillm.types import MAX_N, ChatRequest, Completion, Message, Usage
 
 

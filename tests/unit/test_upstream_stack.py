@@ -7,8 +7,8 @@ import pytest
 from optillm.concurrency import BoundedExecutor
 from optillm.errors import BadRequestError, UpstreamError
 from optillm.types import ChatRequest, Message
-from optillm.upstream.batching import BatchingUpstream
 from optillm.upstream.base import CallMeta
+from optillm.upstream.batching import BatchingUpstream
 from optillm.upstream.choices import ChoicesUpstream
 from optillm.upstream.recording import RecordingUpstream
 
