@@ -62,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .app import create_app
 
             app = create_app(settings)
+            logging.getLogger("werkzeug").setLevel(settings.log.upper())
             app.run(host=settings.host, port=settings.port, threaded=True)
     except LocalModelUnavailable as exc:
         print(f"optillm: error: {exc}", file=sys.stderr)
