@@ -1,7 +1,7 @@
 """The pipeline: runs a ``Plan`` for one request and assembles the ``Completion``.
 
 - single: the approach runs once per requested choice (``n`` runs, concurrently); ``none``
-  and other approaches that return a ``Completion`` serve all ``n`` choices in one run.
+  (``Approach.serves_n``) serves all ``n`` choices in one run.
 - sequence (``a&b``): each stage's answer replaces the last user message of the next stage.
 - parallel (``a|b``): the approaches run concurrently, one choice each (per ``n``).
 
@@ -97,16 +97,13 @@ class Pipeline:
             per = self.executor.map(lambda i: run_sequence(base.replace(n=1), streaming_single),
                                     range(request.n))
             choices = [c for group in per for c in group]
-        else:
-            first = run_one(plan.slugs[0], base, streaming_single)
-            choices = list(first)
-            missing = request.n - len(choices)
-            if missing > 0:  # the approach answered one choice per run: run it n times
-                more = self.executor.map(
-                    lambda _: run_one(plan.slugs[0], base.replace(n=1), False)[:1],
-                    range(missing))
-                choices += [c for group in more for c in group]
-            choices = choices[:request.n]
+        elif self.registry.get(plan.slugs[0]).serves_n or request.n == 1:
+            choices = run_one(plan.slugs[0], base, streaming_single)[:request.n]
+        else:  # one choice per run: n concurrent runs
+            per = self.executor.map(
+                lambda _: run_one(plan.slugs[0], base.replace(n=1), False)[:1],
+                range(request.n))
+            choices = [c for group in per for c in group]
         if not choices:
             raise UpstreamError(f"approach {plan.label!r} produced no answer")
         usage = Usage()

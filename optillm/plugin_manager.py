@@ -71,6 +71,7 @@ def module_approaches(module: ModuleType, source: str) -> list[Approach]:
         doc = (module.__doc__ or "").strip().splitlines()
         return [Approach(slug=module.SLUG, run=module.run, options=getattr(module, "Options", None),
                          streams=bool(getattr(module, "STREAMS", False)),
+                         serves_n=bool(getattr(module, "SERVES_N", False)),
                          description=doc[0] if doc else "", source=source)]
     return []
 

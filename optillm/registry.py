@@ -31,6 +31,8 @@ class Approach:
         options: a dataclass type; its fields (with defaults) are the per-request options.
         streams: True when ``run`` makes its last upstream call with ``final=True`` and
             returns that call's text unchanged, so the answer can be streamed as generated.
+        serves_n: True when ``run`` answers all ``n`` choices of ``ctx.request.n`` itself
+            (``none``); otherwise the pipeline runs it ``n`` times concurrently.
         description: one line for ``/v1/models`` and the docs.
         source: where it came from (module or file path), for error messages.
     """
@@ -39,6 +41,7 @@ class Approach:
     run: Callable[..., Any]
     options: type | None = None
     streams: bool = False
+    serves_n: bool = False
     description: str = ""
     source: str = ""
 

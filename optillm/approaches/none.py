@@ -11,6 +11,7 @@ from ..types import Completion
 
 SLUG = "none"
 STREAMS = True
+SERVES_N = True
 
 
 def run(ctx: RunContext) -> Completion:

@@ -166,8 +166,12 @@ class OpenAIUpstream(Upstream):
 
         if stream and resp.status == 200:
             def chunks() -> Iterator[bytes]:
-                try:
-                    yield from resp.stream(None)
+                try:  # read1: hand on each piece as it arrives, chunked or not
+                    while True:
+                        data = resp.read1(65536)
+                        if not data:
+                            break
+                        yield data
                 except urllib3.exceptions.HTTPError as exc:
                     raise UpstreamError(f"upstream stream broke: {exc}") from exc
                 finally:

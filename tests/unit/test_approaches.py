@@ -167,3 +167,10 @@ def test_internal_calls_get_sampling_params_only(client, fake):
     assert candidates.params["response_format"] == {"type": "json_object"}
     assert all("response_format" not in r.params for r in ratings)
     assert all(r.params["seed"] == 3 for r in fake.history)
+
+
+def test_n_runs_are_concurrent(make_app, fake):
+    fake.delay = 0.2
+    client = make_app().test_client()
+    chat(client, model="re2-fake", n=4)
+    assert fake.max_active == 4

@@ -79,3 +79,26 @@ def test_missing_plugins_dir_is_an_error(tmp_path):
 def test_create_app_fails_on_bad_plugin(make_app):
     with pytest.raises(PluginLoadError):
         make_app(plugins_dir=str(PLUGINS / "broken_import"))
+
+
+def test_entry_point_plugins_are_discovered(monkeypatch):
+    import importlib.metadata
+    import types
+
+    module = types.ModuleType("third_party_optillm")
+    module.SLUG = "third_party"
+    module.run = lambda system_prompt, initial_query, client, model: ("tp", 0)
+
+    class EntryPoint:
+        name, value = "third_party", "third_party_optillm"
+
+        def load(self):
+            return module
+
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda **kw: [EntryPoint()] if kw.get("group") == "optillm"
+                        else real(**kw))
+    _, registry = build_registry()
+    assert "third_party" in registry
+    assert registry.get("third_party").source == "entry point third_party"
