@@ -48,6 +48,7 @@ GUNICORN = ["-w", "2", "-k", "gthread", "--threads", "16"]
 APPROACH_MODELS = ["stub-model", "bon-stub-model", "moa-stub-model",
                    "self_consistency-stub-model"]
 THROUGHPUT_CLIENTS = (1, 8, 32)
+DIRECT_LABEL = "stub-model, direct to the stub"
 
 
 def log(message: str) -> None:
@@ -180,6 +181,23 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def host_busy_jiffies() -> tuple[int, int] | None:
+    """(busy, total) CPU jiffies of the whole machine so far (Linux ``/proc/stat``)."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def busy_cores(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Cores the whole machine kept busy between two ``host_busy_jiffies`` samples."""
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
+
+
 def child_pids(pid: int) -> list[int]:
     out = []
     for entry in Path("/proc").iterdir():
@@ -228,6 +246,14 @@ class Proxy:
             os.unlink(self.log_path)
 
 
+def private_control_socket() -> list[str]:
+    """gunicorn 23.1+ opens a control socket at one shared path (``~/.gunicorn/gunicorn.ctl``);
+    two proxies (or another gunicorn on the machine) would fight over it, so it is turned off."""
+    from gunicorn.config import Config
+
+    return ["--no-control-socket"] if "control_socket_disable" in Config().settings else []
+
+
 def start_proxy(stub_url: str, timeout: float = 30.0) -> Proxy:
     """gunicorn over ``stub_url``; returns once ``/health`` answers.
 
@@ -236,7 +262,7 @@ def start_proxy(stub_url: str, timeout: float = 30.0) -> Proxy:
     port = free_port()
     fd, log_path = tempfile.mkstemp(prefix="bench-proxy-", suffix=".log")
     cmd = [sys.executable, "-m", "gunicorn", *GUNICORN, "-b", f"127.0.0.1:{port}",
-           "--graceful-timeout", "3", "optillm.app:create_app()"]
+           "--graceful-timeout", "3", *private_control_socket(), "optillm.app:create_app()"]
     with os.fdopen(fd, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=proxy_env(stub_url), stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -245,11 +271,10 @@ def start_proxy(stub_url: str, timeout: float = 30.0) -> Proxy:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             break
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        with contextlib.suppress(OSError, http.client.HTTPException), contextlib.closing(conn):
             conn.request("GET", "/health")
             if conn.getresponse().status == 200:
-                conn.close()
                 return proxy
         time.sleep(0.1)
     tail = proxy.log_tail()
@@ -274,26 +299,39 @@ def timed_call(conn: Connection, body: bytes, stream: bool) -> tuple[float, str 
         return 0.0, f"{type(exc).__name__}: {exc}"
 
 
+@dataclass
+class LatencySample:
+    """Seconds per request, direct and through the proxy; requests each side sent (warm-up
+    included) and the connections the direct side opened to the stub."""
+
+    direct: list[float] = field(default_factory=list)
+    proxy: list[float] = field(default_factory=list)
+    sent: int = 0
+    direct_connections: int = 1
+
+
 def measure_latency(direct_url: str, proxy_url: str, n: int, errors: ErrorLog,
-                    stream: bool = False) -> dict[str, list[float]]:
+                    stream: bool = False, warmup: int = 20) -> LatencySample:
     """Seconds per request (or to the first byte, when ``stream``), direct and via the proxy,
-    interleaved in alternating order after a short warm-up."""
+    interleaved in alternating order after ``warmup`` untimed requests per side."""
     conns = {"direct": Connection(direct_url), "proxy": Connection(proxy_url)}
-    times: dict[str, list[float]] = {"direct": [], "proxy": []}
+    sample = LatencySample()
     body = chat_body(stream=stream)
     order = ["direct", "proxy"]
     try:
-        for i in range(n + 20):
+        for i in range(n + warmup):
             for side in (order if i % 2 == 0 else order[::-1]):
                 elapsed, problem = timed_call(conns[side], body, stream)
                 if problem:
                     errors.add(f"{side} {'stream' if stream else 'latency'}", problem)
-                elif i >= 20:
-                    times[side].append(elapsed)
+                elif i >= warmup:
+                    getattr(sample, side).append(elapsed)
+            sample.sent += 1
     finally:
         for conn in conns.values():
             conn.close()
-    return times
+    sample.direct_connections += conns["direct"].reopened
+    return sample
 
 
 @dataclass
@@ -303,6 +341,7 @@ class Throughput:
     seconds: float
     p50_ms: float
     cpu_ms_per_request: float | None = None
+    host_busy_cores: float | None = None
 
     @property
     def rate(self) -> float:
@@ -365,7 +404,9 @@ def measure_throughput_table(direct_url: str, proxy: Proxy, seconds: float,
         for label, url in (("direct", direct_url), ("proxy", proxy.url)):
             log(f"  throughput: {clients} clients, {label}, {seconds:g} s")
             cpu_before = proxy.cpu_seconds() if label == "proxy" else None
+            host_before = host_busy_jiffies()
             result = measure_throughput(url, clients, seconds, errors, label)
+            result.host_busy_cores = busy_cores(host_before, host_busy_jiffies())
             cpu_after = proxy.cpu_seconds() if label == "proxy" else None
             if cpu_before is not None and cpu_after is not None and result.requests:
                 result.cpu_ms_per_request = (cpu_after - cpu_before) * 1000 / result.requests
@@ -383,14 +424,18 @@ class ApproachResult:
 
 def measure_approaches(stub: stub_upstream.StubHandle, proxy_url: str, reps: int,
                        errors: ErrorLog) -> list[ApproachResult]:
-    """Wall time of each model in ``APPROACH_MODELS`` (one warm-up call each, not counted),
-    with the upstream calls each request made, counted at the stub."""
-    conn = Connection(proxy_url, timeout=60)
+    """Wall time of a call straight to the stub, then of each model in ``APPROACH_MODELS``
+    through the proxy (one warm-up call each, not counted), with the upstream calls each
+    request made, counted at the stub."""
+    proxy_conn = Connection(proxy_url, timeout=60)
+    direct_conn = Connection(stub.url, timeout=60)
+    targets = [(DIRECT_LABEL, "stub-model", direct_conn)] + \
+        [(model, model, proxy_conn) for model in APPROACH_MODELS]
     results = []
     try:
-        for model in APPROACH_MODELS:
-            log(f"  approaches: {model} x{reps}")
-            result = ApproachResult(model, [], [], [])
+        for label, model, conn in targets:
+            log(f"  approaches: {label} x{reps}")
+            result = ApproachResult(label, [], [], [])
             for i in range(reps + 1):
                 stub.reset()
                 elapsed, problem = timed_call(conn, chat_body(model), stream=False)
@@ -405,7 +450,8 @@ def measure_approaches(stub: stub_upstream.StubHandle, proxy_url: str, reps: int
                 result.peak_parallel.append(stats["peak_active"])
             results.append(result)
     finally:
-        conn.close()
+        proxy_conn.close()
+        direct_conn.close()
     return results
 
 
@@ -416,15 +462,16 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f}"
 
 
-def print_latency(plain: dict[str, list[float]], streamed: dict[str, list[float]]) -> None:
-    print(f"\n### Passthrough latency ({len(plain['direct'])} sequential requests per side, "
+def print_latency(plain: LatencySample, streamed: LatencySample,
+                  upstream_connections: int) -> None:
+    print(f"\n### Passthrough latency ({len(plain.direct)} sequential requests per side, "
           f"interleaved, one keep-alive connection each)\n")
     print("| measure | direct p50 ms | proxy p50 ms | added p50 ms "
           "| direct p95 ms | proxy p95 ms | added p95 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, times in (("non-streamed, whole reply", plain),
                         ("streamed, first byte", streamed)):
-        d, p = times["direct"], times["proxy"]
+        d, p = times.direct, times.proxy
         if not d or not p:
             print(f"| {name} | - | - | - | - | - | - |")
             continue
@@ -432,23 +479,31 @@ def print_latency(plain: dict[str, list[float]], streamed: dict[str, list[float]
                               percentile(p, 95))
         print(f"| {name} | {ms(d50)} | {ms(p50)} | **{ms(p50 - d50)}** | {ms(d95)} "
               f"| {ms(p95)} | {ms(p95 - d95)} |")
+    print(f"\nUpstream connections the proxy opened for its {plain.sent + streamed.sent} "
+          f"requests: {upstream_connections} (a pooling proxy opens one per busy worker).")
 
 
 def print_throughput(rows: list[tuple[int, str, Throughput]], seconds: float) -> None:
     print(f"\n### Throughput ({seconds:g} s per row, one keep-alive connection per client)\n")
-    print("| clients | target | req/s | errors | p50 ms | proxy CPU ms/req |")
-    print("|---:|---|---:|---:|---:|---:|")
+    print("| clients | target | req/s | errors | p50 ms | proxy CPU ms/req "
+          "| machine busy cores |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
     for clients, label, r in rows:
         cpu = f"{r.cpu_ms_per_request:.2f}" if r.cpu_ms_per_request is not None else "-"
-        print(f"| {clients} | {label} | {r.rate:,.0f} | {r.errors} | {r.p50_ms:.2f} | {cpu} |")
+        busy = f"{r.host_busy_cores:.2f}/{os.cpu_count()}" if r.host_busy_cores is not None \
+            else "-"
+        print(f"| {clients} | {label} | {r.rate:,.0f} | {r.errors} | {r.p50_ms:.2f} | {cpu} "
+              f"| {busy} |")
 
 
 def print_approaches(results: list[ApproachResult], latency_ms: float) -> None:
     print(f"\n### Approaches through the proxy over a {latency_ms:g} ms upstream "
           f"(median of {max((len(r.wall_s) for r in results), default=0)})\n")
-    print("| model | wall ms | x single call | upstream calls | peak parallel calls |")
+    print("| model | wall ms | x single passthrough | upstream calls | peak parallel calls |")
     print("|---|---:|---:|---:|---:|")
-    single = statistics.median(results[0].wall_s) if results and results[0].wall_s else None
+    through_proxy = [r for r in results if r.model == APPROACH_MODELS[0]]
+    single = statistics.median(through_proxy[0].wall_s) \
+        if through_proxy and through_proxy[0].wall_s else None
     for r in results:
         if not r.wall_s:
             print(f"| {r.model} | failed | - | - | - |")
@@ -480,12 +535,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 class TimeLimit(Exception):
     pass
 
 
 def install_signal_handlers(time_limit: float) -> None:
-    """SIGTERM and the time limit unwind like Ctrl-C, so every ``finally`` cleans up."""
+    """Ctrl-C, SIGTERM and the time limit unwind the stack, so every ``finally`` cleans up."""
     def on_alarm(signum, frame):
         raise TimeLimit(f"time limit of {time_limit:g} s reached")
 
@@ -493,6 +555,7 @@ def install_signal_handlers(time_limit: float) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with it ignored
     signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, time_limit)
 
@@ -505,12 +568,18 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, errors: ErrorLog)
     proxy_v1 = proxy.url + "/v1"
     print(f"## optillm proxy benchmark: {os.cpu_count()} CPUs, Python "
           f"{platform.python_version()}, gunicorn {' '.join(GUNICORN)}, stub {stub.url}")
+    print(f"\nLoad average before the run: {load_average()} (other processes compete for "
+          f"the same cores; a busy machine inflates every figure).")
 
     log(f"passthrough latency: {args.requests} requests per side...")
+    stub.reset()
     plain = measure_latency(stub.url, proxy_v1, args.requests, errors)
     streamed = measure_latency(stub.url, proxy_v1, max(40, args.requests // 3), errors,
                                stream=True)
-    print_latency(plain, streamed)
+    # The stub counts every connection: ours to it directly and the one stats() opens too.
+    proxy_connections = stub.stats()["connections"] - plain.direct_connections \
+        - streamed.direct_connections - 1
+    print_latency(plain, streamed, proxy_connections)
     sys.stdout.flush()
 
     log("throughput...")
