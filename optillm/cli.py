@@ -32,6 +32,10 @@ def _run_gunicorn(settings: Settings) -> None:
             self.cfg.set("timeout", int(settings.upstream_timeout) + 30)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("loglevel", settings.log)
+            if "control_socket_disable" in self.cfg.settings:
+                # gunicorn >= 23 shares ~/.gunicorn/gunicorn.ctl between instances, and one
+                # instance's start or exit removes another's socket
+                self.cfg.set("control_socket_disable", True)
 
         def load(self):
             return create_app(settings)

@@ -116,6 +116,26 @@ def extract_tag(messages: tuple[Message, ...]) -> tuple[str | None, tuple[Messag
     return (found, tuple(out)) if found is not None else (None, messages)
 
 
+def plan_for_model(model: str, registry: Registry, hook=None, default_approach: str = "auto",
+                   default_model: str | None = None) -> Plan:
+    """The plan a model name implies (plugins' forms, the prefix form, the server default).
+
+    Raises:
+        NotFoundError: an unknown approach is named. BadRequestError: a malformed spec.
+    """
+    parsed = hook.parse_model(model=model, registry=registry) if hook is not None \
+        else parse_prefix(model, registry)
+    if parsed:
+        return parsed
+    if model in registry and default_model:
+        return Plan(SINGLE, (model,), default_model)
+    if default_approach and default_approach != "auto":
+        op, slugs = split_slugs(default_approach)
+        _check_known(slugs, registry, "--approach")
+        return Plan(op, slugs, model)
+    return Plan(SINGLE, ("none",), model)
+
+
 def parse_plan(model: str, body: Mapping[str, Any], messages: tuple[Message, ...],
                registry: Registry, hook=None, default_approach: str = "auto",
                default_model: str | None = None) -> tuple[Plan, tuple[Message, ...]]:
@@ -129,26 +149,10 @@ def parse_plan(model: str, body: Mapping[str, Any], messages: tuple[Message, ...
     if spec is not None and not isinstance(spec, str):
         raise BadRequestError("'optillm_approach' must be a string", param="optillm_approach")
     spec = spec or tag
-    parsed = None
-    if hook is not None:
-        parsed = hook.parse_model(model=model, registry=registry)
-    else:
-        parsed = parse_prefix(model, registry)
-    base = parsed.model if parsed else model
-    if not base and default_model:
-        base = default_model
     if spec:
         op, slugs = split_slugs(spec)
         _check_known(slugs, registry, "optillm_approach" if body.get("optillm_approach")
                      else "the <optillm_approach> tag")
-        options = parsed.options if parsed else {}
-        return Plan(op, slugs, base, options), messages
-    if parsed:
-        return parsed, messages
-    if model in registry and default_model:
-        return Plan(SINGLE, (model,), default_model), messages
-    if default_approach and default_approach != "auto":
-        op, slugs = split_slugs(default_approach)
-        _check_known(slugs, registry, "--approach")
-        return Plan(op, slugs, model), messages
-    return Plan(SINGLE, ("none",), model), messages
+        from_model = plan_for_model(model, registry, hook, "auto", default_model)
+        return Plan(op, slugs, from_model.model, from_model.options), messages
+    return plan_for_model(model, registry, hook, default_approach, default_model), messages

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, request
 
 from . import __version__
 from .errors import AuthenticationError, BadRequestError, OptillmError, UpstreamError
-from .plan import parse_plan
+from .plan import parse_plan, plan_for_model
 from .sse import stream_approach
 from .types import ChatRequest, Completion, new_id
 from .upstream.base import CallMeta
@@ -123,17 +123,25 @@ def chat_completions() -> Response:
             raise error
         if isinstance(body, dict) and not body.get("model") and settings.model:
             body["model"] = settings.model
+        model, n, stream = ChatRequest.check_envelope(body)
+        passthrough_ok = (stream or n == 1) and not settings.batch_mode
+        if passthrough_ok and "optillm_approach" not in body \
+                and b"<optillm_approach>" not in raw:
+            # the hot path decides from the model name alone, without parsing the messages
+            plan = plan_for_model(model, svc.registry, svc.plugin_manager.hook,
+                                  settings.approach, settings.model)
+            if plan.is_passthrough:
+                meta = _meta(request_id, settings, record, plan)
+                return _passthrough(body, raw, plan, stream, None, meta, record)
         chat = ChatRequest.from_body(body)
         plan, messages = parse_plan(chat.model, body, chat.messages, svc.registry,
                                     hook=svc.plugin_manager.hook,
                                     default_approach=settings.approach,
                                     default_model=settings.model)
-        if record:
-            record.describe(approach=plan.label, model=plan.model)
-        meta = CallMeta(request_id, _upstream_key(settings),
-                        record.add_call if record else None)
-        if plan.is_passthrough and (chat.stream or chat.n == 1) and not settings.batch_mode:
-            return _passthrough(body, raw, plan, chat, messages, meta, record)
+        meta = _meta(request_id, settings, record, plan)
+        if plan.is_passthrough and passthrough_ok:
+            changed = messages if messages is not chat.messages else None
+            return _passthrough(body, raw, plan, stream, changed, meta, record)
         return _run_pipeline(body, plan, chat.replace(messages=messages), meta, record)
     except OptillmError as exc:
         if record:
@@ -141,21 +149,29 @@ def chat_completions() -> Response:
         raise
 
 
-def _passthrough(body, raw: bytes, plan, chat: ChatRequest, messages, meta, record) -> Response:
+def _meta(request_id: str, settings, record, plan) -> CallMeta:
+    if record:
+        record.describe(approach=plan.label, model=plan.model)
+    return CallMeta(request_id, _upstream_key(settings), record.add_call if record else None)
+
+
+def _passthrough(body, raw: bytes, plan, stream: bool, messages, meta, record) -> Response:
+    """Relay the client's bytes (re-serialised only when the model, proxy fields or messages
+    must change) and the upstream's answer."""
     svc = services()
     proxy_fields = [k for k in body if k in svc.registry.proxy_fields]
-    if plan.model != chat.model or proxy_fields or messages is not chat.messages:
+    if plan.model != body["model"] or proxy_fields or messages is not None:
         body = {k: v for k, v in body.items() if k not in proxy_fields}
         body["model"] = plan.model
-        if messages is not chat.messages:
+        if messages is not None:
             body["messages"] = [m.to_dict() for m in messages]
         raw = _dumps(body)
-    upstream = svc.upstream.forward(raw, meta, stream=chat.stream, model=plan.model)
+    upstream = svc.upstream.forward(raw, meta, stream=stream, model=plan.model)
     if upstream.status >= 400:
         data = b"".join(upstream.chunks)
         upstream.close()
         return _upstream_error(upstream.status, data, record)
-    if not chat.stream:
+    if not stream:
         data = b"".join(upstream.chunks)
         if record:
             record.finish(_loads_or_text(data), None)

@@ -96,13 +96,13 @@ class ChatRequest:
     stream: bool = False
     params: Mapping[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def from_body(cls, body: Any) -> ChatRequest:
-        """Validate a decoded JSON body.
+    @staticmethod
+    def check_envelope(body: Any) -> tuple[str, int, bool]:
+        """The passthrough's cheap check: ``(model, n, stream)`` of a body whose top-level
+        fields are valid; the messages' contents are left to the upstream.
 
         Raises:
-            BadRequestError: the body is not an object, or ``model``/``messages``/``n``/
-                ``stream`` are missing or of the wrong type or range.
+            BadRequestError: as ``from_body`` does for the top-level fields.
         """
         if not isinstance(body, dict):
             raise BadRequestError("request body must be a JSON object")
@@ -110,11 +110,10 @@ class ChatRequest:
         if not isinstance(model, str) or not model:
             raise BadRequestError("'model' is required and must be a non-empty string",
                                   param="model")
-        raw_messages = body.get("messages")
-        if not isinstance(raw_messages, list) or not raw_messages:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
             raise BadRequestError("'messages' is required and must be a non-empty array",
                                   param="messages")
-        messages = tuple(Message.from_dict(m, i) for i, m in enumerate(raw_messages))
         n = body.get("n", 1)
         if n is None:
             n = 1
@@ -128,6 +127,18 @@ class ChatRequest:
             stream = False
         if not isinstance(stream, bool):
             raise BadRequestError("'stream' must be a boolean", param="stream")
+        return model, n, stream
+
+    @classmethod
+    def from_body(cls, body: Any) -> ChatRequest:
+        """Validate a decoded JSON body.
+
+        Raises:
+            BadRequestError: the body is not an object, or ``model``/``messages``/``n``/
+                ``stream`` are missing or of the wrong type or range.
+        """
+        model, n, stream = cls.check_envelope(body)
+        messages = tuple(Message.from_dict(m, i) for i, m in enumerate(body["messages"]))
         for key, kind in (("temperature", (int, float)), ("top_p", (int, float)),
                           ("max_tokens", int), ("max_completion_tokens", int)):
             value = body.get(key)

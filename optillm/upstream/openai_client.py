@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
+import urllib3
+
 from ..errors import UpstreamError, UpstreamTimeoutError, translate_upstream_errors
 from ..types import ChatRequest, Chunk, Completion
 from .base import NO_META, CallMeta, Capabilities, RawResponse, Upstream
@@ -41,7 +43,6 @@ class OpenAIUpstream(Upstream):
                  azure: tuple[str, str] | None = None, timeout: float = 600.0,
                  retries: int = 2, pool_size: int = 32):
         import openai
-        import urllib3
 
         self.api_key = api_key
         self.azure = azure
@@ -57,11 +58,12 @@ class OpenAIUpstream(Upstream):
             self.client = openai.OpenAI(api_key=api_key or PLACEHOLDER_KEY,
                                         base_url=self.base_url, timeout=timeout,
                                         max_retries=retries)
-        self._pool = urllib3.PoolManager(
-            num_pools=4, maxsize=pool_size, block=False,
-            retries=urllib3.Retry(total=retries, connect=retries, read=0, status=0,
-                                  redirect=0, other=0, allowed_methods=None),
-            timeout=urllib3.Timeout(connect=min(10.0, timeout), read=timeout))
+        self._retries = urllib3.Retry(total=retries, connect=retries, read=0, status=0,
+                                      redirect=0, other=0, allowed_methods=None)
+        self._timeout = urllib3.Timeout(connect=min(10.0, timeout), read=timeout)
+        self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=False,
+                                         retries=self._retries, timeout=self._timeout)
+        self._targets: dict[str | None, tuple[Any, str]] = {}
         self._lock = threading.Lock()
         self._caps = Capabilities()
 
@@ -129,12 +131,23 @@ class OpenAIUpstream(Upstream):
 
     # -- passthrough (bytes) ------------------------------------------------------------
 
-    def _forward_url(self, model: str | None) -> str:
-        if self.azure:
-            _, version = self.azure
-            return f"{self.base_url}/deployments/{model}/chat/completions?" + \
-                urlencode({"api-version": version})
-        return self.base_url + "/chat/completions"
+    def _forward_target(self, model: str | None):
+        """(connection pool, path) for the passthrough; cached so the hot path does not
+        parse the URL and look up the pool on every request."""
+        key = model if self.azure else None
+        target = self._targets.get(key)
+        if target is None:
+            if self.azure:
+                _, version = self.azure
+                url = f"{self.base_url}/deployments/{model}/chat/completions?" + \
+                    urlencode({"api-version": version})
+            else:
+                url = self.base_url + "/chat/completions"
+            parsed = urllib3.util.parse_url(url)
+            target = (self._pool.connection_from_url(url), parsed.request_uri)
+            if len(self._targets) < 1024:
+                self._targets[key] = target
+        return target
 
     def forward(self, body: bytes, meta: CallMeta = NO_META, stream: bool = False,
                 model: str | None = None) -> RawResponse:
@@ -143,18 +156,17 @@ class OpenAIUpstream(Upstream):
         Raises:
             UpstreamTimeoutError / UpstreamError: no answer (timeout, refused connection).
         """
-        import urllib3
-
         headers = {"Content-Type": "application/json"}
         key = self.api_key or meta.api_key or PLACEHOLDER_KEY
         if self.azure:
             headers["api-key"] = key
         else:
             headers["Authorization"] = f"Bearer {key}"
+        pool, path = self._forward_target(model)
         try:
-            resp = self._pool.urlopen("POST", self._forward_url(model), body=body,
-                                      headers=headers, preload_content=False,
-                                      decode_content=True)
+            resp = pool.urlopen("POST", path, body=body, headers=headers, preload_content=False,
+                                decode_content=True, retries=self._retries,
+                                timeout=self._timeout, release_conn=False)
         except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ReadTimeoutError) as exc:
             raise UpstreamTimeoutError(f"upstream timed out: {exc}") from exc
         except urllib3.exceptions.HTTPError as exc:
@@ -178,7 +190,7 @@ class OpenAIUpstream(Upstream):
                     resp.release_conn()
             def abort() -> None:
                 resp.close()  # a client that went away stops the upstream's generation
-            return RawResponse(resp.status, content_type, chunks(), abort, dict(resp.headers))
+            return RawResponse(resp.status, content_type, chunks(), abort, resp.headers)
         try:
             data = resp.read()
         except urllib3.exceptions.HTTPError as exc:
@@ -186,7 +198,7 @@ class OpenAIUpstream(Upstream):
         finally:
             close()
         return RawResponse(resp.status, content_type, iter((data,)), lambda: None,
-                           dict(resp.headers))
+                           resp.headers)
 
     def close(self) -> None:
         self.client.close()
