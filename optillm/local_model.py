@@ -197,7 +197,11 @@ class LocalModel:
                "--port", str(port), "--creator", str(os.getpid()), "--", binary,
                "-m", model, "--host", "127.0.0.1", "--port", str(port),
                "-np", str(self.slots), "-c", str(self.ctx_size * self.slots),
-               "--alias", self.alias, "--no-webui"]
+               "--alias", self.alias, "--no-webui",
+               # every proxy worker keeps pooled keep-alive connections (urllib3 and the SDK's);
+               # with fewer HTTP threads than connections, a new one waits for an idle one to
+               # time out (seconds). Idle threads are cheap.
+               "--threads-http", str(max(64, 8 * self.slots))]
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file,
                                     stderr=subprocess.STDOUT, start_new_session=True)

@@ -172,7 +172,7 @@ def _passthrough(body, raw: bytes, plan, stream: bool, messages, meta, record) -
         upstream.close()
         return _upstream_error(upstream.status, data, record)
     if not stream:
-        data = b"".join(upstream.chunks)
+        data = conform_completion(b"".join(upstream.chunks))
         if record:
             record.finish(_loads_or_text(data), None)
         return Response(data, status=upstream.status, content_type=upstream.content_type)
@@ -192,6 +192,27 @@ def _passthrough(body, raw: bytes, plan, stream: bool, messages, meta, record) -
     return Response(relay(), status=upstream.status, content_type=upstream.content_type,
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
                     direct_passthrough=True)
+
+
+def conform_completion(data: bytes) -> bytes:
+    """The upstream's chat completion bytes, unchanged when they have the fields OpenAI's
+    schema requires; else with ``choices[].logprobs`` and ``message.refusal`` added as null
+    (llama-server leaves both out). Costs two substring searches on conforming bodies."""
+    if b'"logprobs"' in data and b'"refusal"' in data:
+        return data
+    try:
+        parsed = _loads(data)
+    except ValueError:
+        return data
+    choices = parsed.get("choices") if isinstance(parsed, dict) else None
+    if not isinstance(choices, list):
+        return data
+    for choice in choices:
+        if isinstance(choice, dict):
+            choice.setdefault("logprobs", None)
+            if isinstance(choice.get("message"), dict):
+                choice["message"].setdefault("refusal", None)
+    return _dumps(parsed)
 
 
 def _loads_or_text(data: bytes) -> Any:

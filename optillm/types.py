@@ -216,8 +216,12 @@ class Choice:
     def to_dict(self) -> dict[str, Any]:
         message = self.message.to_dict()
         message.setdefault("refusal", None)
+        logprobs = self.logprobs
+        if isinstance(logprobs, dict) and ("content" not in logprobs
+                                           or "refusal" not in logprobs):
+            logprobs = {"content": None, "refusal": None, **logprobs}
         d = {"index": self.index, "message": message,
-             "logprobs": self.logprobs, "finish_reason": self.finish_reason}
+             "logprobs": logprobs, "finish_reason": self.finish_reason}
         d.update(self.extra)
         return d
 

@@ -149,3 +149,29 @@ def test_unexpected_exception_is_500_json_not_a_trace(client, fake):
     r = chat(client, model="re2-fake")
     assert r.status_code == 500 and r.content_type == "application/json"
     assert "Traceback" not in r.get_data(as_text=True)
+
+
+def test_conform_completion_adds_missing_required_fields_only(openapi):
+    from optillm.routes import conform_completion
+
+    bare = (b'{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
+            b'"finish_reason":"stop","message":{"role":"assistant","content":"hi"}}]}')
+    fixed = json.loads(conform_completion(bare))
+    assert fixed["choices"][0]["logprobs"] is None
+    assert fixed["choices"][0]["message"]["refusal"] is None
+    openapi(fixed, "CreateChatCompletionResponse")
+    conforming = json.dumps(fixed).encode()
+    assert conform_completion(conforming) is conforming  # untouched, not re-serialised
+
+
+def test_logprobs_object_gets_refusal_key(openapi):
+    from optillm.types import Completion
+
+    data = {"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "hi"},
+                         "logprobs": {"content": [{"token": "hi", "logprob": -0.1,
+                                                   "bytes": None, "top_logprobs": []}]}}]}
+    out = Completion.from_dict(data).to_dict()
+    assert out["choices"][0]["logprobs"]["refusal"] is None
+    openapi(out, "CreateChatCompletionResponse")
