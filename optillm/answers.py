@@ -10,6 +10,8 @@ then the last number in the text. Numbers are normalised (thousands separators, 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Sequence
 
 _ANSWER_IS = re.compile(r"(?:final\s+answer|the\s+answer)\s*(?:is|:)\s*[:\s]*([^\n]+)",
                         re.IGNORECASE)
@@ -73,3 +75,45 @@ def extract_answer(text: str) -> str | None:
     if numbers:
         return normalize(numbers[-1])
     return None
+
+
+@dataclass(frozen=True)
+class Vote:
+    """The outcome of a vote over extracted answers.
+
+    Attributes:
+        answer: the winning answer (normalised), or None when no member had one.
+        index: the first member whose answer won (its text is the one to return), or -1.
+        weight: the winner's total weight; share: that weight over all members' weight.
+        tally: total weight per distinct answer.
+    """
+
+    answer: str | None
+    index: int
+    weight: float
+    share: float
+    tally: dict[str, float]
+
+
+def vote(answers: Sequence[str | None], weights: Sequence[float] | None = None) -> Vote:
+    """Weighted majority vote; members with no answer (None) count toward the total only.
+
+    ``weights`` default to 1 each (plain majority); pass confidences for a confidence-weighted
+    vote. Ties go to the answer reached first.
+    """
+    weights = [1.0] * len(answers) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(answers):
+        raise ValueError("answers and weights differ in length")
+    tally: dict[str, float] = {}
+    first: dict[str, int] = {}
+    for i, (a, w) in enumerate(zip(answers, weights)):
+        if a is None:
+            continue
+        tally[a] = tally.get(a, 0.0) + w
+        first.setdefault(a, i)
+    total = sum(weights)
+    if not tally:
+        return Vote(None, -1, 0.0, 0.0, {})
+    winner = max(tally, key=lambda a: (tally[a], -first[a]))
+    return Vote(winner, first[winner], tally[winner],
+                tally[winner] / total if total > 0 else 0.0, tally)
