@@ -10,8 +10,8 @@ then the last number in the text. Numbers are normalised (thousands separators, 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 _ANSWER_IS = re.compile(r"(?:final\s+answer|the\s+answer)\s*(?:is|:)\s*[:\s]*([^\n]+)",
                         re.IGNORECASE)
@@ -106,7 +106,7 @@ def vote(answers: Sequence[str | None], weights: Sequence[float] | None = None) 
         raise ValueError("answers and weights differ in length")
     tally: dict[str, float] = {}
     first: dict[str, int] = {}
-    for i, (a, w) in enumerate(zip(answers, weights)):
+    for i, (a, w) in enumerate(zip(answers, weights, strict=True)):
         if a is None:
             continue
         tally[a] = tally.get(a, 0.0) + w
