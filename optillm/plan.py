@@ -2,7 +2,8 @@
 
 Precedence (first that applies): the body's ``optillm_approach``; an
 ``<optillm_approach>x</optillm_approach>`` tag in a system or user message (removed before the
-request goes upstream); the model name (``parse_model`` hook: plugins' forms first, then the
+request goes upstream); the body's ``tts_strategy`` (the test-time-scaling service's fields,
+served by ``deepconf`` when it is registered); the model name (``parse_model`` hook: plugins' forms first, then the
 built-in prefix form); the server's ``--approach`` when it is not ``auto``; else passthrough.
 
 Model-name forms of the built-in parser::
@@ -149,6 +150,8 @@ def parse_plan(model: str, body: Mapping[str, Any], messages: tuple[Message, ...
     if spec is not None and not isinstance(spec, str):
         raise BadRequestError("'optillm_approach' must be a string", param="optillm_approach")
     spec = spec or tag
+    if not spec and body.get("tts_strategy") is not None and "deepconf" in registry:
+        spec = "deepconf"  # the test-time-scaling service's request fields (tts_*)
     if spec:
         op, slugs = split_slugs(spec)
         _check_known(slugs, registry, "optillm_approach" if body.get("optillm_approach")

@@ -38,22 +38,31 @@ class PluginLoadError(RuntimeError):
 
 class _ModuleApproaches:
     """Registers every approach module of a package (``SLUG`` + ``run(ctx)``) through the hook,
-    exactly like a third-party plugin; adding an approach module edits no other file."""
+    exactly like a third-party plugin; adding an approach module edits no other file. A module
+    that also implements other hooks (``parse_model`` for a model-name form) is registered
+    with the plugin manager as a plugin of its own."""
 
-    def __init__(self, package: str):
+    def __init__(self, package: str, pm: pluggy.PluginManager):
         self.package = package
-
-    @hookimpl
-    def register_approaches(self, register):
-        pkg = importlib.import_module(self.package)
+        pkg = importlib.import_module(package)
+        self.modules: list[tuple[str, ModuleType]] = []
         for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
             if info.name.startswith("_"):
                 continue
-            name = f"{self.package}.{info.name}"
+            name = f"{package}.{info.name}"
             try:
                 module = importlib.import_module(name)
             except Exception as exc:  # noqa: BLE001
                 raise PluginLoadError(f"{name}: {type(exc).__name__}: {exc}") from exc
+            self.modules.append((name, module))
+            if hasattr(module, "parse_model") or hasattr(module, "register_approaches"):
+                pm.register(module, name=name)
+
+    @hookimpl
+    def register_approaches(self, register):
+        for name, module in self.modules:
+            if hasattr(module, "register_approaches"):
+                continue  # it registers its own approaches through the hook
             for approach in module_approaches(module, name):
                 register(approach)
 
@@ -124,8 +133,8 @@ def build_registry(plugins_dir: str | None = None,
     pm = pluggy.PluginManager("optillm")
     pm.add_hookspecs(hookspecs)
     pm.register(PrefixParser(), name="optillm.plan")
-    pm.register(_ModuleApproaches("optillm.approaches"), name="optillm.approaches")
-    pm.register(_ModuleApproaches("optillm.plugins"), name="optillm.plugins")
+    pm.register(_ModuleApproaches("optillm.approaches", pm), name="optillm.approaches")
+    pm.register(_ModuleApproaches("optillm.plugins", pm), name="optillm.plugins")
     if entry_points:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             try:

@@ -125,7 +125,7 @@ def chat_completions() -> Response:
             body["model"] = settings.model
         model, n, stream = ChatRequest.check_envelope(body)
         passthrough_ok = (stream or n == 1) and not settings.batch_mode
-        if passthrough_ok and "optillm_approach" not in body \
+        if passthrough_ok and "optillm_approach" not in body and "tts_strategy" not in body \
                 and b"<optillm_approach>" not in raw:
             # the hot path decides from the model name alone, without parsing the messages
             plan = plan_for_model(model, svc.registry, svc.plugin_manager.hook,
