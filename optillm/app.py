@@ -89,6 +89,9 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
     settings = settings or Settings.from_env()
     logging.basicConfig(level=settings.log.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log != "debug":  # one line per upstream call from the HTTP libraries is noise
+        for name in ("httpx", "httpx2", "openai", "urllib3"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     plugin_manager, registry = build_registry(settings.plugins_dir)
     executor = BoundedExecutor(settings.max_parallel_calls)
     local = None
