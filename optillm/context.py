@@ -7,6 +7,9 @@ parameters, the approach's typed ``options``, and the calls an approach makes:
 - ``sample(k, messages, **params) -> list[str]``: k samples (one call with ``n`` where the
   upstream supports it, concurrent calls where not).
 - ``map(fn, items) -> list``: bounded concurrent fan-out on the app's executor.
+- ``stream(messages, **params) -> TraceStream``: a streamed call the approach may cut short.
+- ``complete_text(prompt, **params) -> Completion``: a raw text completion (no chat template).
+- ``emit(text)``: send the start of the answer to a streaming client now.
 
 Every call's usage is added up here (``ctx.usage``); approaches never count tokens. Internal
 calls get the client's sampling parameters only (temperature, max_tokens, seed, ...); calls
@@ -97,6 +100,7 @@ class RunContext:
         self._usage = Usage()
         self._calls = 0
         self.streamed_text: str | None = None
+        self._sent: list[str] = []
 
     # -- the conversation ---------------------------------------------------------------
 
@@ -151,11 +155,33 @@ class RunContext:
             raise BadRequestError(f"approach {self.slug!r} exceeded its budget of "
                                   f"{self.max_calls} upstream calls", code="budget_exceeded")
 
+    # -- streaming to the client ------------------------------------------------------------
+
+    @property
+    def streaming(self) -> bool:
+        """True when the client streams and this run's answer goes to it as generated."""
+        return self._sink is not None
+
+    def emit(self, text: str) -> None:
+        """Send ``text`` to a streaming client now, as the start of the answer (a trace
+        prefix before a ``final=True`` call, say). The approach's returned answer must begin
+        with everything emitted; without a streaming client this does nothing."""
+        if self._sink is not None and text:
+            self._sent.append(text)
+            self._sink(text)
+
+    @property
+    def sent_text(self) -> str:
+        """What already went to the client (``emit`` and the streamed final call)."""
+        return "".join(self._sent)
+
     # -- upstream calls -------------------------------------------------------------------
 
     def build_request(self, messages: Iterable[Message] | None = None, *, n: int = 1,
-                      answer: bool = False, **params: Any) -> ChatRequest:
-        """The upstream request for ``messages`` (default: the whole conversation)."""
+                      answer: bool = False, model: str | None = None,
+                      **params: Any) -> ChatRequest:
+        """The upstream request for ``messages`` (default: the whole conversation) on
+        ``model`` (default: the request's base model)."""
         merged = dict(self.params if answer else self.sampling)
         for k, v in params.items():
             if v is None:
@@ -163,19 +189,23 @@ class RunContext:
             else:
                 merged[k] = v
         msgs = tuple(self.messages if messages is None else messages)
-        return ChatRequest(model=self.model, messages=msgs, n=n, params=merged)
+        return ChatRequest(model=model or self.model, messages=msgs, n=n, params=merged)
 
     def complete(self, messages: Iterable[Message] | None = None, *, n: int = 1,
-                 answer: bool = False, final: bool = False, **params: Any) -> Completion:
-        """One upstream call; its usage is added to ``ctx.usage``.
+                 answer: bool = False, final: bool = False, model: str | None = None,
+                 **params: Any) -> Completion:
+        """One upstream call on ``model`` (default: the base model); its usage is added to
+        ``ctx.usage``.
 
         ``params`` override the client's (None removes one). ``final=True``: this call's
-        text is the answer returned unchanged, streamed to the client when it streams.
+        text ends the answer (after anything sent with ``emit``) and is returned unchanged;
+        it is streamed to the client when the client streams.
 
         Raises: the ``optillm.errors`` types of the upstream stack; ``Cancelled``.
         """
         self._check()
-        request = self.build_request(messages, n=n, answer=answer or final, **params)
+        request = self.build_request(messages, n=n, answer=answer or final, model=model,
+                                     **params)
         if final and n == 1 and self._sink is not None and self.streamed_text is None:
             return self._complete_streamed(request)
         completion = self.upstream.complete(request, self.meta)
@@ -201,6 +231,7 @@ class RunContext:
                 text = chunk.content
                 if text:
                     parts.append(text)
+                    self._sent.append(text)
                     self._sink(text)  # raises Cancelled when the client went away
         finally:
             close = getattr(chunks, "close", None)
@@ -211,6 +242,27 @@ class RunContext:
         choice = Choice(0, Message("assistant", self.streamed_text), finish,
                         {"content": logprobs, "refusal": None} if logprobs else None)
         return Completion((choice,), usage or Usage(), model=self.model)
+
+    def complete_text(self, prompt: str, *, model: str | None = None,
+                      **params: Any) -> Completion:
+        """One text completion of a raw ``prompt`` (no chat template; the upstream's
+        ``/v1/completions``) on ``model`` (default: the context's); its usage is added to
+        ``ctx.usage``. Gets the client's sampling parameters; ``params`` override them (None
+        removes one). The generated text is the completion's ``text``.
+
+        Raises: ``CapabilityError`` (400) when the upstream serves no text completions; the
+        ``optillm.errors`` types of the upstream stack; ``Cancelled``.
+        """
+        self._check()
+        merged = dict(self.sampling)
+        for k, v in params.items():
+            if v is None:
+                merged.pop(k, None)
+            else:
+                merged[k] = v
+        completion = self.upstream.complete_text(prompt, model or self.model, merged, self.meta)
+        self.add_usage(completion.usage)
+        return completion
 
     def stream(self, messages: Iterable[Message] | None = None, *, answer: bool = True,
                prompt_tokens: int | None = None, **params: Any) -> TraceStream:

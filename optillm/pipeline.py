@@ -30,7 +30,7 @@ from .upstream.base import CallMeta, Upstream
 @dataclass(frozen=True)
 class PipelineResult:
     completion: Completion
-    streamed: bool  # choice 0's text already went to the client through the sink
+    sent: str = ""  # the start of choice 0's text that already went to the client
 
 
 @dataclass
@@ -51,19 +51,19 @@ class Pipeline:
         Raises: ``optillm.errors`` types.
         """
         deadline = time.monotonic() + self.request_timeout if self.request_timeout else None
-        merged_body = {**plan.options, **body}
         upstream_params = {k: v for k, v in request.params.items()
                            if k not in self.registry.proxy_fields}
         base = request.replace(model=plan.model, params=upstream_params)
         contexts: list[RunContext] = []
         lock = threading.Lock()
         streaming_single = sink is not None and request.n == 1 and plan.op != PARALLEL
-        streamed = [False]
+        sent = [""]
 
         def make_ctx(slug: str, req: ChatRequest, may_stream: bool) -> RunContext:
             approach = self.registry.get(slug)
             ctx = RunContext(request=req, upstream=self.upstream, executor=self.executor,
-                             meta=meta, options=self.registry.build_options(approach, merged_body),
+                             meta=meta,
+                             options=self.registry.build_options(approach, body, plan.options),
                              slug=slug, deadline=deadline,
                              stream_sink=sink if (may_stream and approach.streams) else None,
                              cancelled=cancelled)
@@ -74,8 +74,8 @@ class Pipeline:
         def run_one(slug: str, req: ChatRequest, may_stream: bool) -> list[Choice]:
             ctx = make_ctx(slug, req, may_stream)
             result = self.registry.get(slug).run(ctx)
-            if ctx.streamed_text is not None:
-                streamed[0] = True
+            if ctx.sent_text:
+                sent[0] = ctx.sent_text
             return _to_choices(result, full_response)
 
         def run_sequence(req: ChatRequest, may_stream: bool) -> list[Choice]:
@@ -112,7 +112,7 @@ class Pipeline:
         choices = [Choice(i, c.message, c.finish_reason, c.logprobs, c.extra)
                    for i, c in enumerate(choices)]
         completion = Completion(choices=tuple(choices), usage=usage, model=request.model)
-        return PipelineResult(completion, streamed[0])
+        return PipelineResult(completion, sent[0])
 
 
 def _replace_query(messages: tuple[Message, ...], text: str) -> tuple[Message, ...]:

@@ -3,8 +3,9 @@
 Precedence (first that applies): the body's ``optillm_approach``; an
 ``<optillm_approach>x</optillm_approach>`` tag in a system or user message (removed before the
 request goes upstream); the body's ``tts_strategy`` (the test-time-scaling service's fields,
-served by ``deepconf`` when it is registered); the model name (``parse_model`` hook: plugins' forms first, then the
-built-in prefix form); the server's ``--approach`` when it is not ``auto``; else passthrough.
+served by ``deepconf`` when it is registered); the model name (``parse_model`` hook:
+plugins' forms first, then the built-in prefix form); the server's ``--approach`` when it
+is not ``auto``; else passthrough.
 
 Model-name forms of the built-in parser::
 

@@ -101,16 +101,19 @@ class Registry:
         """Every body field the proxy consumes (all approaches' options and reserved ones)."""
         return self._option_names | RESERVED_FIELDS
 
-    def build_options(self, approach: Approach, body: Mapping[str, Any]) -> Any:
-        """The approach's options from the request body: flat fields, then ``body["optillm"]``.
+    def build_options(self, approach: Approach, body: Mapping[str, Any],
+                      defaults: Mapping[str, Any] | None = None) -> Any:
+        """The approach's options: flat body fields, then ``body["optillm"]``, then
+        ``defaults`` (what a model-name form implies, e.g. ``x-wait-6``), then the dataclass's.
 
         Raises:
-            BadRequestError: a value has the wrong type.
+            BadRequestError: a value has the wrong type or fails the options' checks.
         """
         if approach.options is None:
             return None
         nested = body.get("optillm")
         nested = nested if isinstance(nested, dict) else {}
+        defaults = defaults or {}
         hints = typing.get_type_hints(approach.options)
         values = {}
         for f in dataclasses.fields(approach.options):
@@ -118,6 +121,8 @@ class Registry:
                 raw = body[f.name]
             elif f.name in nested:
                 raw = nested[f.name]
+            elif f.name in defaults:
+                raw = defaults[f.name]
             else:
                 continue
             values[f.name] = _coerce(raw, hints.get(f.name, Any), f.name)

@@ -60,7 +60,7 @@ def stream_approach(run: Callable[[Callable[[str], None], threading.Event], Any]
                     ) -> Iterator[bytes]:
     """SSE bytes for an approach run.
 
-    ``run(sink, cancelled)`` returns a ``PipelineResult`` (``.completion``, ``.streamed``);
+    ``run(sink, cancelled)`` returns a ``PipelineResult`` (``.completion``, ``.sent``);
     ``sink(text)`` forwards a piece of choice 0's answer as it is generated.
     ``on_done(completion, error)`` is called once at the end (for the conversation log).
     """
@@ -116,9 +116,15 @@ def stream_approach(run: Callable[[Callable[[str], None], threading.Event], Any]
             return
         completion: Completion = result.completion
         for c in completion.choices:
-            if c.index == 0 and result.streamed:
-                continue
-            delta: dict[str, Any] = {"content": c.message.content}
+            content = c.message.content
+            if c.index == 0 and result.sent:
+                text = c.message.text
+                if not text.startswith(result.sent):
+                    log.warning("approach answer does not begin with what it streamed")
+                content = text[len(result.sent):] if text.startswith(result.sent) else ""
+                if not content and not c.message.extra.get("tool_calls"):
+                    continue
+            delta: dict[str, Any] = {"content": content}
             if c.message.extra.get("tool_calls"):
                 delta["tool_calls"] = [{"index": i, **tc} for i, tc in
                                        enumerate(c.message.extra["tool_calls"])]

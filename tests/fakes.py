@@ -4,6 +4,11 @@
 matching rule's reply), and ``history`` records every request it received. Replies may be
 texts, lists of texts (one per choice), ``Completion`` values, exceptions to raise, or
 callables ``fn(request) -> reply``. ``delay`` seconds of simulated latency per call.
+
+Text completions (``complete_text``) take their replies the same way, as if the prompt were one
+user message (so ``when_contains`` matches prompts too), and are recorded in ``text_calls``;
+``apply_template`` renders ``<|role|>text`` lines ending with ``<|assistant|>``. Pass
+``text_completions=False`` / ``chat_template=False`` for an upstream that lacks them.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from optillm.types import ChatRequest, Choice, Chunk, Completion, Message, Usage
@@ -24,8 +29,13 @@ def words(text: str) -> int:
 
 class FakeUpstream(Upstream):
     def __init__(self, default: Any = "ok", delay: float = 0.0, supports_n: bool = True,
-                 count_all_choices: bool = True, max_n: int | None = None):
+                 count_all_choices: bool = True, max_n: int | None = None,
+                 text_completions: bool = True, chat_template: bool = True):
         self.default = default
+        self.text_completions = text_completions
+        self.chat_template = chat_template
+        self.text_calls: list[dict[str, Any]] = []  # {"prompt", "model", "params"}
+        self.templates: list[tuple[Message, ...]] = []
         self.delay = delay
         self.supports_n = supports_n
         self.count_all_choices = count_all_choices
@@ -157,6 +167,30 @@ class FakeUpstream(Upstream):
             yield b"data: [DONE]\n\n"
 
         return RawResponse(200, "text/event-stream", sse())
+
+    def complete_text(self, prompt: str, model: str, params: Mapping[str, Any],
+                      meta: CallMeta = NO_META) -> Completion:
+        if not self.text_completions:
+            return super().complete_text(prompt, model, params, meta)
+        with self._lock:
+            self.text_calls.append({"prompt": prompt, "model": model, "params": dict(params)})
+            self.metas.append(meta)
+        self._enter()
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            return self._reply(ChatRequest(model, (Message("user", prompt),),
+                                           params=dict(params)))
+        finally:
+            self._leave()
+
+    def apply_template(self, messages: Sequence[Message], model: str,
+                       meta: CallMeta = NO_META) -> str:
+        if not self.chat_template:
+            return super().apply_template(messages, model, meta)
+        with self._lock:
+            self.templates.append(tuple(messages))
+        return "".join(f"<|{m.role}|>{m.text}\n" for m in messages) + "<|assistant|>"
 
     def models(self, meta: CallMeta = NO_META) -> list[dict[str, Any]]:
         return [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}]

@@ -1,6 +1,6 @@
 """The upstream interface every layer of the stack implements, and the values it passes.
 
-``Upstream`` has four calls:
+``Upstream`` has these calls:
 
 - ``complete(request, meta) -> Completion``: one chat completion (all ``n`` choices).
 - ``stream(request, meta) -> Iterator[Chunk]``: the same, streamed; closing the iterator
@@ -8,6 +8,13 @@
 - ``forward(body, meta, stream, model) -> RawResponse``: the passthrough hot path; the client's JSON
   bytes go up, the upstream's bytes come back unparsed.
 - ``models(meta) -> list[dict]``: the upstream's ``/models`` entries.
+- ``complete_text(prompt, model, params, meta) -> Completion``: one text completion of a raw
+  prompt (``/v1/completions``), for approaches that continue a trace (s1 budget forcing).
+- ``apply_template(messages, model, meta) -> str``: the chat rendered as the model's raw
+  prompt, generation prompt included (llama-server's ``POST /apply-template``).
+
+The last two are optional: the base class raises ``CapabilityError`` (a 400 naming what is
+missing), which is what an upstream without them answers.
 
 Wrappers (logging, batching, ...) subclass ``UpstreamWrapper`` and are composed once in
 ``create_app``; each forwards what it does not change.
@@ -15,11 +22,12 @@ Wrappers (logging, batching, ...) subclass ``UpstreamWrapper`` and are composed 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..types import ChatRequest, Chunk, Completion
+from ..errors import CapabilityError
+from ..types import ChatRequest, Chunk, Completion, Message
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,7 @@ class Capabilities:
     n: bool | None = None
     logprobs: bool | None = None
     text_completions: bool | None = None
+    chat_template: bool | None = None
 
 
 class Upstream:
@@ -74,6 +83,28 @@ class Upstream:
 
     def models(self, meta: CallMeta = NO_META) -> list[dict[str, Any]]:
         return []
+
+    def complete_text(self, prompt: str, model: str, params: Mapping[str, Any],
+                      meta: CallMeta = NO_META) -> Completion:
+        """One text completion of ``prompt`` (no chat template applied); the generated text
+        is choice 0's message content, ``usage`` is the call's.
+
+        ``params`` are sampling fields (``max_tokens``, ``temperature``, ``seed``, ...).
+        Raises: ``CapabilityError`` when the upstream serves no text completions; the
+        ``optillm.errors`` types of a failed call.
+        """
+        raise CapabilityError(f"the upstream ({type(self).__name__}) serves no text "
+                              f"completions (/v1/completions)")
+
+    def apply_template(self, messages: Sequence[Message], model: str,
+                       meta: CallMeta = NO_META) -> str:
+        """``messages`` rendered with the model's chat template as one prompt string, ending
+        with the generation prompt (the assistant turn's opening).
+
+        Raises: ``CapabilityError`` when the upstream cannot render chat templates.
+        """
+        raise CapabilityError(f"the upstream ({type(self).__name__}) cannot render chat "
+                              f"templates (llama-server's POST /apply-template)")
 
     @property
     def capabilities(self) -> Capabilities:
@@ -101,6 +132,14 @@ class UpstreamWrapper(Upstream):
 
     def models(self, meta: CallMeta = NO_META) -> list[dict[str, Any]]:
         return self.inner.models(meta)
+
+    def complete_text(self, prompt: str, model: str, params: Mapping[str, Any],
+                      meta: CallMeta = NO_META) -> Completion:
+        return self.inner.complete_text(prompt, model, params, meta)
+
+    def apply_template(self, messages: Sequence[Message], model: str,
+                       meta: CallMeta = NO_META) -> str:
+        return self.inner.apply_template(messages, model, meta)
 
     @property
     def capabilities(self) -> Capabilities:

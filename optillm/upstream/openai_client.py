@@ -12,20 +12,32 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
 import urllib3
 
-from ..errors import UpstreamError, UpstreamTimeoutError, translate_upstream_errors
-from ..types import ChatRequest, Chunk, Completion
+from ..errors import (
+    CapabilityError,
+    NotFoundError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    from_upstream_status,
+    translate_upstream_errors,
+)
+from ..types import ChatRequest, Choice, Chunk, Completion, Message, Usage, new_id
 from .base import NO_META, CallMeta, Capabilities, RawResponse, Upstream
 
 log = logging.getLogger(__name__)
 
 #: Sent upstream when neither the proxy nor the client has a key (local servers ignore it).
 PLACEHOLDER_KEY = "sk-no-key-required"
+
+#: Chat-only fields that a text completion (``/v1/completions``) does not take.
+_CHAT_ONLY = frozenset({"chat_template_kwargs", "reasoning_effort", "max_completion_tokens",
+                        "response_format", "tools", "tool_choice", "parallel_tool_calls",
+                        "top_logprobs", "logprobs", "stream_options", "modalities", "audio"})
 
 
 class OpenAIUpstream(Upstream):
@@ -122,6 +134,81 @@ class OpenAIUpstream(Upstream):
                     yield Chunk.from_dict(item.to_dict())
         finally:
             sdk_stream.close()  # an abandoned stream stops the upstream's generation
+
+    def complete_text(self, prompt: str, model: str, params: Mapping[str, Any],
+                      meta: CallMeta = NO_META) -> Completion:
+        """One ``/v1/completions`` call (see ``Upstream.complete_text``).
+
+        Chat-only fields are left out (``max_completion_tokens`` becomes ``max_tokens``).
+        Raises: ``CapabilityError`` when the upstream has no text completions for ``model``
+        (a 404 from ``/v1/completions``); else as ``translate_upstream_errors``.
+        """
+        if self._caps.text_completions is False:
+            raise CapabilityError(f"the upstream at {self.base_url} serves no text "
+                                  f"completions (/v1/completions)")
+        extra = {k: v for k, v in params.items() if k not in _CHAT_ONLY}
+        if "max_tokens" not in extra and params.get("max_completion_tokens") is not None:
+            extra["max_tokens"] = params["max_completion_tokens"]
+        try:
+            with translate_upstream_errors():
+                raw = self.client.completions.with_raw_response.create(
+                    model=model, prompt=prompt, extra_body=extra,
+                    extra_headers=self._headers(meta))
+                data = json.loads(raw.content)
+        except NotFoundError as exc:  # no such endpoint, or not for this (chat) model
+            raise CapabilityError(f"the upstream serves no text completions "
+                                  f"(/v1/completions) for model {model!r}: {exc.message}"
+                                  ) from exc
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not choices or not isinstance(choices[0], dict):
+            raise UpstreamError(f"upstream returned no text completion: {str(data)[:200]}")
+        self.note_capability(text_completions=True)
+        first = choices[0]
+        choice = Choice(0, Message("assistant", first.get("text") or ""),
+                        first.get("finish_reason") or "stop", first.get("logprobs"))
+        return Completion((choice,), Usage.from_dict(data.get("usage")),
+                          model=data.get("model") or model, id=data.get("id") or new_id())
+
+    def apply_template(self, messages: Sequence[Message], model: str,
+                       meta: CallMeta = NO_META) -> str:
+        """The chat rendered by llama-server's ``POST /apply-template`` (at the server's
+        root, beside ``/v1``): ``{"messages": [...]}`` -> ``{"prompt": "..."}``.
+
+        Raises: ``CapabilityError`` when the upstream has no such endpoint (remembered, so
+        later requests fail without a call); else the mapped upstream error.
+        """
+        if self.azure or self._caps.chat_template is False:
+            raise CapabilityError(f"the upstream at {self.base_url} cannot render chat "
+                                  f"templates (llama-server's POST /apply-template)")
+        root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        headers = {"Content-Type": "application/json",
+                   "Authorization": f"Bearer {self.api_key or meta.api_key or PLACEHOLDER_KEY}"}
+        body = json.dumps({"model": model, "messages": [m.to_dict() for m in messages]})
+        try:
+            resp = self._pool.request("POST", root + "/apply-template", body=body.encode(),
+                                      headers=headers, retries=self._retries,
+                                      timeout=self._timeout)
+        except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ReadTimeoutError) as exc:
+            raise UpstreamTimeoutError(f"upstream timed out: {exc}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise UpstreamError(f"upstream unreachable: {exc}") from exc
+        try:
+            data = json.loads(resp.data) if resp.data else None
+        except ValueError:
+            data = None
+        if resp.status in (404, 405, 501) or (resp.status == 200 and not (
+                isinstance(data, dict) and isinstance(data.get("prompt"), str))):
+            self.note_capability(chat_template=False)
+            raise CapabilityError(f"the upstream at {self.base_url} cannot render chat "
+                                  f"templates (POST {root}/apply-template answered "
+                                  f"{resp.status})")
+        if resp.status >= 400:
+            inner = data.get("error", data) if isinstance(data, dict) else None
+            message = inner.get("message") if isinstance(inner, dict) else None
+            raise from_upstream_status(resp.status, str(message or resp.data[:300].decode(
+                "utf-8", "replace")))
+        self.note_capability(chat_template=True)
+        return data["prompt"]
 
     def models(self, meta: CallMeta = NO_META) -> list[dict[str, Any]]:
         with translate_upstream_errors():

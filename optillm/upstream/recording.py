@@ -3,14 +3,15 @@
 The outermost layer of the stack, so it sees each call as the approach made it (before
 batching). It costs nothing when the request has no ``on_call`` (conversation logging off).
 A reported call is ``{"provider_request", "response", "duration_ms", "error"}``; streamed calls
-are reported once the stream ends, with the text and usage they carried.
+are reported once the stream ends, with the text and usage they carried. A text completion's
+``provider_request`` is ``{"model", "prompt", ...params}`` (the ``/v1/completions`` body).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..types import ChatRequest, Chunk, Completion
@@ -73,6 +74,22 @@ class RecordingUpstream(UpstreamWrapper):
                                        "choices": [{"index": i, "content": "".join(t)}
                                                    for i, t in sorted(texts.items())]},
                           "duration_ms": _ms(start), "error": error})
+
+    def complete_text(self, prompt: str, model: str, params: Mapping[str, Any],
+                      meta: CallMeta = NO_META) -> Completion:
+        if meta.on_call is None:
+            return self.inner.complete_text(prompt, model, params, meta)
+        start = time.monotonic()
+        body = {"model": model, "prompt": prompt, **params}
+        try:
+            result = self.inner.complete_text(prompt, model, params, meta)
+        except Exception as exc:
+            meta.on_call({"provider_request": body, "response": None,
+                          "duration_ms": _ms(start), "error": str(exc)})
+            raise
+        meta.on_call({"provider_request": body, "response": result.to_dict(),
+                      "duration_ms": _ms(start), "error": None})
+        return result
 
     def forward(self, body: bytes, meta: CallMeta = NO_META, stream: bool = False,
                 model: str | None = None) -> RawResponse:

@@ -1,0 +1,153 @@
+"""Wait: N more rounds of "wait, check your reasoning" after the first answer (TTC-LLM).
+
+After TTC-LLM's ``<model>-wait-N`` proxy (N at most 20). Two modes:
+
+- ``chat`` (default): one answer, then N rounds, each appending the last answer as an
+  assistant turn and the user turn ``"wait, check your reasoning"``; the last round's answer
+  is the final one (``final=True``: it streams).
+- ``continue``: s1's budget forcing (Muennighoff et al., "s1: Simple test-time scaling",
+  arXiv 2501.19393). The chat is rendered as a raw prompt with the model's chat template
+  (``Upstream.apply_template``: llama-server's ``POST /apply-template``) and generated as a
+  text completion; where the model stopped, ``"Wait"`` is appended to the same trace and
+  the generation continues, N times (after a blank line unless the model ended on
+  whitespace); each continued segment, the final one too, begins with that "Wait". Needs an
+  upstream with text completions and template rendering; others get a 400
+  ``CapabilityError`` before any tokens are spent. Not streamed (sent whole when ready).
+
+The content is always::
+
+    <test-time-compute>
+    {earlier answers (segments), separated by blank lines}
+    </test-time-compute>
+
+    {the final answer}
+
+Usage is the sum over all N+1 calls. Model-name form: ``<model>-wait-N`` (``parse_model``
+below), e.g. ``qwen-wait-6`` -> ``wait`` on ``qwen`` with ``wait_rounds=6``; a body
+``wait_rounds`` overrides N, and the prefix form ``wait-qwen`` takes it from the body.
+
+Options (request body): ``wait_rounds`` (int, 1-20, default 3), ``wait_mode`` (``"chat"`` or
+``"continue"``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..context import Answer, RunContext
+from ..errors import BadRequestError, CapabilityError
+from ..hookspecs import hookimpl
+from ..plan import SINGLE, Plan, parse_prefix
+from ..types import Message
+
+SLUG = "wait"
+STREAMS = True
+
+MAX_ROUNDS = 20
+WAIT_PROMPT = "wait, check your reasoning"
+#: What s1's budget forcing appends to the trace where the model stopped.
+WAIT_WORD = "Wait"
+OPEN_TAG, CLOSE_TAG = "<test-time-compute>", "</test-time-compute>"
+MODES = ("chat", "continue")
+
+_SUFFIX = re.compile(r"^(?P<base>.+)-wait-(?P<rounds>[0-9]+)$")
+
+
+@dataclass(frozen=True)
+class Options:
+    wait_rounds: int = 3
+    wait_mode: str = "chat"
+
+    def __post_init__(self):
+        if not 1 <= self.wait_rounds <= MAX_ROUNDS:
+            raise ValueError(f"wait_rounds must be between 1 and {MAX_ROUNDS}, "
+                             f"got {self.wait_rounds}")
+        if self.wait_mode not in MODES:
+            raise ValueError(f"wait_mode must be one of {', '.join(map(repr, MODES))}, "
+                             f"got {self.wait_mode!r}")
+
+
+@hookimpl
+def parse_model(model, registry):
+    """``<model>-wait-N`` -> ``Plan(SINGLE, ("wait",), model, {"wait_rounds": N})``.
+
+    Only a numeric N counts (``foo-wait-x`` stays a model name). ``wait-<model>-wait-N`` is
+    the same plan.
+
+    Raises: ``BadRequestError`` when N is outside 1..20, or the name also carries another
+    approach prefix (``moa-gpt-4o-wait-3``), which has no defined meaning.
+    """
+    match = _SUFFIX.match(model)
+    if match is None or SLUG not in registry:
+        return None
+    base, digits = match.group("base"), match.group("rounds")
+    rounds = int(digits) if len(digits) < 10 else 10 ** 10  # no 5,000-digit int() here
+    if not 1 <= rounds <= MAX_ROUNDS:
+        raise BadRequestError(f"model {model!r}: the -wait-N suffix takes 1 to {MAX_ROUNDS} "
+                              f"rounds, got {digits[:12]}", param="model",
+                              code="integer_out_of_range")
+    prefixed = parse_prefix(base, registry)
+    if prefixed is not None:
+        if prefixed.slugs != (SLUG,):
+            raise BadRequestError(f"model {model!r}: the -wait-N suffix cannot be combined "
+                                  f"with another approach ({prefixed.label!r}); use either "
+                                  f"'{base}' or '{prefixed.model}-wait-{rounds}'",
+                                  param="model")
+        base = prefixed.model
+    return Plan(SINGLE, (SLUG,), base, {"wait_rounds": rounds})
+
+
+def render(earlier: list[str], final: str) -> str:
+    """The content: the earlier answers inside the tags, a blank line, the final answer."""
+    return f"{OPEN_TAG}\n" + "\n\n".join(earlier) + f"\n{CLOSE_TAG}\n\n" + final
+
+
+def run(ctx: RunContext) -> Answer:
+    if ctx.options.wait_mode == "continue":
+        return run_continue(ctx)
+    return run_chat(ctx)
+
+
+def run_chat(ctx: RunContext) -> Answer:
+    """The chat transcript: answer, then (assistant answer, user "wait ...") N times."""
+    rounds = ctx.options.wait_rounds
+    messages = ctx.conversation()
+    answers = [ctx.complete(messages, answer=True).text]
+    for i in range(1, rounds + 1):
+        messages += [Message("assistant", answers[-1]), Message("user", WAIT_PROMPT)]
+        last = i == rounds
+        if last:
+            ctx.emit(render(answers, ""))
+        completion = ctx.complete(messages, answer=True, final=last)
+        answers.append(completion.text)
+    finish = completion.choices[0].finish_reason if completion.choices else "stop"
+    return Answer(render(answers[:-1], answers[-1]), finish_reason=finish or "stop")
+
+
+def run_continue(ctx: RunContext) -> Answer:
+    """s1 budget forcing on one text trace: generate; then N times append "Wait" where the
+    model stopped and continue the same trace."""
+    try:
+        trace = ctx.upstream.apply_template(ctx.messages, ctx.model, ctx.meta)
+    except CapabilityError as exc:
+        raise CapabilityError(f"wait_mode 'continue' needs an upstream that renders chat "
+                              f"templates and serves text completions: {exc.message}",
+                              param="wait_mode") from exc
+    segments: list[str] = []
+    completion = None
+    for i in range(ctx.options.wait_rounds + 1):
+        forced = ""
+        if i:
+            separator = "" if trace[-1:].isspace() else "\n\n"
+            forced = WAIT_WORD
+            trace += separator + forced
+        try:
+            completion = ctx.complete_text(trace)
+        except CapabilityError as exc:
+            raise CapabilityError(f"wait_mode 'continue' needs an upstream that serves text "
+                                  f"completions: {exc.message}", param="wait_mode") from exc
+        trace += completion.text
+        segments.append(forced + completion.text)
+    finish = completion.choices[0].finish_reason if completion and completion.choices else None
+    return Answer(render(segments[:-1], segments[-1]), finish_reason=finish or "stop")
