@@ -5,7 +5,12 @@ the tests call it with explicit ``Settings``. Services live in ``app.extensions[
 (a ``Services`` value), never in module globals. The upstream stack is composed here, once::
 
     RecordingUpstream (conversation log) ▸ BatchingUpstream (--batch-mode)
+        ▸ CachingUpstream (deterministic requests; --cache-ttl / the config's cache_ttl)
+        ▸ RouterUpstream (--config model_groups: weights, failover, cooldown, rate limits)
         ▸ ChoicesUpstream (n emulation, exact usage) ▸ OpenAIUpstream (SDK + pooled bytes)
+
+The router and the cache exist only when configured; the store they share (Redis, else an
+on-disk store) also holds the Responses API's conversations and opens on first use.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from flask import Flask
 
 from .concurrency import BoundedExecutor
 from .conversation_log import ConversationLogger
+from .gateway.config import GatewayConfig, load_config
+from .gateway.store import LazyStore
 from .local_model import LocalModel
 from .pipeline import Pipeline
 from .plugin_manager import build_registry
@@ -42,11 +49,17 @@ class Services:
     conversation_logger: ConversationLogger | None
     local_model: LocalModel | None
     base_url: str | None
+    gateway: GatewayConfig | None = None
+    store: LazyStore | None = None
+    cache: Any = None    # optillm.gateway.cache.ResponseCache when caching is on
+    router: Any = None   # optillm.gateway.router.RouterUpstream with model groups
 
     def close(self) -> None:
         self.executor.shutdown()
         try:
             self.upstream.close()
+            if self.store is not None:
+                self.store.close()
         finally:
             if self.local_model is not None:
                 self.local_model.release()
@@ -66,16 +79,31 @@ def http_upstream(settings: Settings, base_url: str | None) -> Upstream:
                           pool_size=max(8, settings.max_parallel_calls * 2))
 
 
-def build_stack(settings: Settings, executor: BoundedExecutor, bottom: Upstream) -> Upstream:
-    """The wrappers around ``bottom``, in the order the module docstring draws."""
+def build_stack(settings: Settings, executor: BoundedExecutor, bottom: Upstream | None, *,
+                gateway: Any = None, cache: Any = None) -> tuple[Upstream, Any]:
+    """The wrappers around ``bottom`` in the order the module docstring draws; with a gateway
+    config, the router (one client per endpoint) sits under the cache. Returns the stack and
+    the router (None without model groups)."""
     from .upstream.batching import BatchingUpstream
     from .upstream.choices import ChoicesUpstream
     from .upstream.recording import RecordingUpstream
 
-    stack: Upstream = ChoicesUpstream(bottom, executor)
+    stack: Upstream | None = ChoicesUpstream(bottom, executor) if bottom is not None else None
+    router = None
+    if gateway is not None and gateway.model_groups:
+        from .gateway.router import build_router
+
+        router = build_router(gateway, stack, settings, executor)
+        stack = router
+    if stack is None:
+        raise ValueError("no upstream: set --base-url, or model_groups in --config")
+    if cache is not None:
+        from .gateway.cache import CachingUpstream
+
+        stack = CachingUpstream(stack, cache)
     if settings.batch_mode:
         stack = BatchingUpstream(stack, executor, settings.batch_size, settings.batch_wait_ms)
-    return RecordingUpstream(stack)
+    return RecordingUpstream(stack), router
 
 
 def create_app(settings: Settings | None = None, *, upstream: Upstream | None = None) -> Flask:
@@ -92,23 +120,40 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
     if settings.log != "debug":  # one line per upstream call from the HTTP libraries is noise
         for name in ("httpx", "httpx2", "openai", "urllib3"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    gateway = load_config(settings.config) if settings.config else None
     plugin_manager, registry = build_registry(settings.plugins_dir)
     executor = BoundedExecutor(settings.max_parallel_calls)
     local = None
     base_url = settings.base_url
-    if upstream is None and settings.uses_local_model:
+    routed_only = gateway is not None and bool(gateway.model_groups)
+    if upstream is None and settings.uses_local_model and not routed_only:
         local = LocalModel(settings.local_model, settings.local_slots, settings.local_ctx_size)
         base_url = local.acquire()
         if not settings.model:
             settings = settings.replace(model=local.alias)
         log.info("embedded local model at %s", base_url)
-    stack = build_stack(settings, executor, upstream or http_upstream(settings, base_url))
+    general = gateway.general if gateway is not None else None
+    store = LazyStore(settings.redis_url or (general.redis_url if general else None),
+                      settings.cache_dir if (general is None or settings.cache_dir !=
+                                             Settings.cache_dir) else general.cache_dir)
+    ttl = settings.cache_ttl if settings.cache_ttl >= 0 else \
+        (general.cache_ttl if general is not None else 0.0)
+    cache = None
+    if ttl > 0:
+        from .gateway.cache import ResponseCache
+
+        cache = ResponseCache(store, ttl)
+    bottom = upstream
+    if bottom is None and (base_url or settings.azure_api_base or not routed_only):
+        bottom = http_upstream(settings, base_url)
+    stack, router = build_stack(settings, executor, bottom, gateway=gateway, cache=cache)
     logger = ConversationLogger(settings.conversation_log_dir) \
         if settings.log_conversations else None
     services = Services(settings=settings, registry=registry, plugin_manager=plugin_manager,
                         upstream=stack, executor=executor,
                         pipeline=Pipeline(registry, stack, executor, settings.upstream_timeout),
-                        conversation_logger=logger, local_model=local, base_url=base_url)
+                        conversation_logger=logger, local_model=local, base_url=base_url,
+                        gateway=gateway, store=store, cache=cache, router=router)
 
     app = Flask("optillm")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -50,13 +50,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     local = None
     try:
-        if settings.uses_local_model:
+        routed_only = False
+        if settings.config:
+            from .gateway.config import load_config
+
+            config = load_config(settings.config)
+            general = config.general
+            routed_only = bool(config.model_groups)
+            defaults = Settings()
+            settings = settings.replace(  # the config's bind address where no flag set one
+                host=general.host if general.host and settings.host == defaults.host
+                else settings.host,
+                port=general.port if general.port and settings.port == defaults.port
+                else settings.port)
+        if settings.uses_local_model and not routed_only:
             print("optillm: starting the embedded local model (llama-server)...", flush=True)
             local = LocalModel(settings.local_model, settings.local_slots,
                                settings.local_ctx_size)
             base_url = local.acquire()
             settings = settings.replace(base_url=base_url, model=settings.model or local.alias)
-        upstream = settings.base_url or settings.azure_api_base
+        upstream = settings.base_url or settings.azure_api_base or \
+            f"the model groups of {settings.config}"
         print(f"optillm: listening on http://{settings.host}:{settings.port}/v1 "
               f"(upstream {upstream}, approach {settings.approach}"
               f"{f', {settings.workers} workers' if settings.workers else ''})", flush=True)
@@ -74,9 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # noqa: BLE001 - start-up failures are one line, not a trace
+        from .gateway.config import ConfigError
+        from .gateway.store import StoreError
         from .plugin_manager import PluginLoadError
 
-        if isinstance(exc, (PluginLoadError, OSError)):
+        if isinstance(exc, (PluginLoadError, ConfigError, StoreError, OSError)):
             print(f"optillm: error: {exc}", file=sys.stderr)
             return 1
         raise

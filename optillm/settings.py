@@ -50,6 +50,10 @@ class Settings:
     local_model: str | None = None
     local_slots: int = 4
     local_ctx_size: int = 4096
+    config: str | None = None
+    redis_url: str | None = None
+    cache_ttl: float = -1.0
+    cache_dir: str = "~/.cache/optillm/store"
     max_body_bytes: int = 4 * 1024 * 1024
     max_parallel_calls: int = 16
     upstream_timeout: float = 600.0
@@ -163,7 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--local-model", help="GGUF file for the embedded llama-server "
                               "(default SmolLM2-135M-Instruct)")
     add("--local-slots", type=int, help="parallel slots of the embedded llama-server (-np)")
-    add("--local-ctx-size", type=int, help="context size of the embedded llama-server")
+    add("--local-ctx-size", type=int, help="context size per slot of the embedded llama-server")
+    add("--config", help="gateway YAML: model_groups, general_settings, profiles")
+    add("--redis-url", help="Redis for the response cache and stored responses "
+                            "(else an on-disk store under --cache-dir)")
+    add("--cache-ttl", type=float, help="seconds a deterministic response stays cached; 0 turns "
+                                        "the cache off (default: the config's, else off)")
+    add("--cache-dir", help="folder of the embedded on-disk store")
     add("--max-body-bytes", type=int, help="largest request body accepted (413 above)")
     add("--max-parallel-calls", type=int, help="concurrent upstream calls per process")
     add("--upstream-timeout", type=float, help="seconds before an upstream call times out (504)")

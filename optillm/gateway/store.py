@@ -118,3 +118,41 @@ def open_store(redis_url: str | None, directory: str) -> KVStore:
     if redis_url:
         return RedisStore(redis_url)
     return DiskStore(directory)
+
+
+class LazyStore:
+    """A store opened on first use (so an app that never caches or stores responses touches
+    neither Redis nor the disk). Thread-safe; the same interface as ``KVStore``."""
+
+    def __init__(self, redis_url: str | None, directory: str):
+        import threading
+
+        self.redis_url = redis_url
+        self.directory = directory
+        self._store: KVStore | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> KVStore:
+        """The opened store. Raises: StoreError."""
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = open_store(self.redis_url, self.directory)
+        return self._store
+
+    def get(self, key: str) -> bytes | None:
+        return self.backend.get(key)
+
+    def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        self.backend.set(key, value, ttl)
+
+    def delete(self, key: str) -> None:
+        self.backend.delete(key)
+
+    def clear(self, prefix: str = "") -> int:
+        return self.backend.clear(prefix)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
