@@ -13,13 +13,18 @@ Hierarchy::
 
 ``translate_upstream_errors()`` is the boundary where the ``openai`` SDK's exceptions and
 connection failures become these types; nothing above the upstream layer sees an SDK error.
+An error made from an upstream's HTTP answer carries its status (``upstream_status``), its
+headers (``upstream_headers``) and the wait it asked for (``retry_after``, seconds, from
+``Retry-After`` / ``retry-after-ms``), so the gateway's router can honour them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 
@@ -29,12 +34,20 @@ class OptillmError(Exception):
     status = 500
     type = "server_error"
     code: str | None = None
+    #: The upstream answer this error was made from: its HTTP status and headers (else None).
+    upstream_status: int | None = None
+    upstream_headers: Mapping[str, str] | None = None
+    #: Seconds to wait before trying again (the upstream's ``Retry-After``), when known.
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 status: int | None = None, type: str | None = None):
+                 status: int | None = None, type: str | None = None,
+                 retry_after: float | None = None):
         super().__init__(message)
         self.message = message
         self.param = param
+        if retry_after is not None:
+            self.retry_after = retry_after
         if code is not None:
             self.code = code
         if status is not None:
@@ -110,9 +123,53 @@ def _upstream_message(exc: Exception) -> str:
     return str(getattr(exc, "message", None) or exc)
 
 
-def from_upstream_status(status: int, message: str) -> OptillmError:
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """``headers[name]`` whatever the case of the stored name (plain dicts included)."""
+    value = headers.get(name)
+    if value is None and isinstance(headers, dict):
+        value = next((v for k, v in headers.items() if k.lower() == name), None)
+    return value
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds an answer asks to wait: ``retry-after-ms``, else ``Retry-After`` (seconds or an
+    HTTP date); None when it says nothing readable. Never negative."""
+    if not headers:
+        return None
+    ms = _header(headers, "retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = _header(headers, "retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def from_upstream_status(status: int, message: str,
+                         headers: Mapping[str, str] | None = None) -> OptillmError:
     """Map an upstream HTTP status to ours: the client's own mistakes keep their status
-    (400, 401, 403, 404, 413, 422, 429); anything else is the upstream failing (502)."""
+    (400, 401, 403, 404, 413, 422, 429); anything else is the upstream failing (502).
+    The error carries ``status``, ``headers`` and their ``Retry-After``."""
+    err = _from_status(status, message)
+    err.upstream_status = status
+    if headers is not None:
+        err.upstream_headers = headers
+        err.retry_after = parse_retry_after(headers)
+    return err
+
+
+def _from_status(status: int, message: str) -> OptillmError:
     text = f"upstream: {message}"
     if status in (400, 422):
         return BadRequestError(text, code="upstream_bad_request")
@@ -150,6 +207,7 @@ def translate_upstream_errors() -> Iterator[None]:
     except openai.APIConnectionError as exc:
         raise UpstreamError(f"upstream unreachable: {exc}") from exc
     except openai.APIStatusError as exc:
-        raise from_upstream_status(exc.status_code, _upstream_message(exc)) from exc
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+        raise from_upstream_status(exc.status_code, _upstream_message(exc), headers) from exc
     except openai.APIError as exc:
         raise UpstreamError(f"upstream error: {_upstream_message(exc)}") from exc

@@ -1,9 +1,15 @@
-"""HTTP routes (Flask blueprint): ``/v1/chat/completions``, ``/v1/models``, ``/health``.
+"""HTTP routes (Flask blueprint): ``/v1/chat/completions``, ``/v1/models``, ``/health``,
+``DELETE /cache`` (and ``GET /cache``: this process's cache counts).
 
 The passthrough is the hot path: when a request names no approach (or ``none``) with one
 choice, the client's bytes go upstream (re-serialised only when the model name or proxy fields
 must change) and the upstream's bytes come back, streamed or not. Everything else is parsed
 into a ``ChatRequest`` and run by the pipeline.
+
+With the response cache on (``optillm.gateway.cache``), deterministic passthrough answers are
+looked up by the parsed body before they go upstream, and an approach request's final answer
+by its body and plan; every answer then carries ``X-Optillm-Cache: hit`` or ``miss``. The
+body's ``cache`` directive is read here and never sent upstream, cache on or off.
 """
 
 from __future__ import annotations
@@ -17,7 +23,14 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from . import __version__
-from .errors import AuthenticationError, BadRequestError, OptillmError, UpstreamError
+from .errors import (
+    AuthenticationError,
+    BadRequestError,
+    NotFoundError,
+    OptillmError,
+    UpstreamError,
+)
+from .pipeline import PipelineResult
 from .plan import parse_plan, plan_for_model
 from .sse import stream_approach
 from .types import ChatRequest, Completion, new_id
@@ -48,8 +61,9 @@ def services():
     return current_app.extensions["optillm"]
 
 
-def json_response(obj: Any, status: int = 200) -> Response:
-    return Response(_dumps(obj), status=status, content_type=_JSON)
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    return Response(_dumps(obj), status=status, content_type=_JSON, headers=headers)
 
 
 def _client_key() -> str | None:
@@ -124,6 +138,12 @@ def chat_completions() -> Response:
         if isinstance(body, dict) and not body.get("model") and settings.model:
             body["model"] = settings.model
         model, n, stream = ChatRequest.check_envelope(body)
+        control = None  # the body's cache directive, when it has one
+        if "cache" in body:
+            from .gateway.cache import CacheControl
+
+            control = CacheControl.parse(body["cache"])
+            body = {k: v for k, v in body.items() if k != "cache"}  # never sent upstream
         passthrough_ok = (stream or n == 1) and not settings.batch_mode
         if passthrough_ok and "optillm_approach" not in body and "tts_strategy" not in body \
                 and b"<optillm_approach>" not in raw:
@@ -131,51 +151,73 @@ def chat_completions() -> Response:
             plan = plan_for_model(model, svc.registry, svc.plugin_manager.hook,
                                   settings.approach, settings.model)
             if plan.is_passthrough:
-                meta = _meta(request_id, settings, record, plan)
-                return _passthrough(body, raw, plan, stream, None, meta, record)
+                meta = _meta(request_id, settings, record, plan, control)
+                return _passthrough(body, raw, plan, stream, None, meta, record, control)
         chat = ChatRequest.from_body(body)
         plan, messages = parse_plan(chat.model, body, chat.messages, svc.registry,
                                     hook=svc.plugin_manager.hook,
                                     default_approach=settings.approach,
                                     default_model=settings.model)
-        meta = _meta(request_id, settings, record, plan)
+        meta = _meta(request_id, settings, record, plan, control)
         if plan.is_passthrough and passthrough_ok:
             changed = messages if messages is not chat.messages else None
-            return _passthrough(body, raw, plan, stream, changed, meta, record)
-        return _run_pipeline(body, plan, chat.replace(messages=messages), meta, record)
+            return _passthrough(body, raw, plan, stream, changed, meta, record, control)
+        return _run_pipeline(body, plan, chat.replace(messages=messages), meta, record,
+                             control)
     except OptillmError as exc:
         if record:
             record.finish(None, exc.message)
         raise
 
 
-def _meta(request_id: str, settings, record, plan) -> CallMeta:
+def _meta(request_id: str, settings, record, plan, control=None) -> CallMeta:
     if record:
         record.describe(approach=plan.label, model=plan.model)
-    return CallMeta(request_id, _upstream_key(settings), record.add_call if record else None)
+    on_call = record.add_call if record else None
+    if control is not None and services().cache is not None:
+        from .gateway.cache import CacheCallMeta  # the directive, down to the typed calls
+
+        return CacheCallMeta(request_id, _upstream_key(settings), on_call, cache=control)
+    return CallMeta(request_id, _upstream_key(settings), on_call)
 
 
-def _passthrough(body, raw: bytes, plan, stream: bool, messages, meta, record) -> Response:
-    """Relay the client's bytes (re-serialised only when the model, proxy fields or messages
-    must change) and the upstream's answer."""
+def _cache_header(hit: bool) -> dict[str, str]:
+    return {"X-Optillm-Cache": "hit" if hit else "miss"}
+
+
+def _passthrough(body, raw: bytes, plan, stream: bool, messages, meta, record,
+                 control=None) -> Response:
+    """Relay the client's bytes (re-serialised only when the model, proxy fields, messages
+    or a cache directive must change) and the upstream's answer, through the cache when on."""
     svc = services()
-    proxy_fields = [k for k in body if k in svc.registry.proxy_fields]
-    if plan.model != body["model"] or proxy_fields or messages is not None:
+    fields = svc.registry.proxy_fields
+    proxy_fields = [k for k in body if k in fields]
+    if plan.model != body["model"] or proxy_fields or messages is not None \
+            or control is not None:  # (``raw`` still carries the directive)
         body = {k: v for k, v in body.items() if k not in proxy_fields}
         body["model"] = plan.model
         if messages is not None:
             body["messages"] = [m.to_dict() for m in messages]
         raw = _dumps(body)
-    upstream = svc.upstream.forward(raw, meta, stream=stream, model=plan.model)
+    headers = None
+    if svc.cache is None:
+        upstream = svc.upstream.forward(raw, meta, stream=stream, model=plan.model)
+    else:
+        upstream, hit = svc.cache.forward(svc.upstream, raw, body, meta, stream, plan.model,
+                                          control)
+        headers = _cache_header(hit)
     if upstream.status >= 400:
         data = b"".join(upstream.chunks)
         upstream.close()
-        return _upstream_error(upstream.status, data, record)
+        response = _upstream_error(upstream.status, data, record)
+        response.headers.update(headers or {})
+        return response
     if not stream:
         data = conform_completion(b"".join(upstream.chunks))
         if record:
             record.finish(_loads_or_text(data), None)
-        return Response(data, status=upstream.status, content_type=upstream.content_type)
+        return Response(data, status=upstream.status, content_type=upstream.content_type,
+                        headers=headers)
 
     def relay() -> Iterator[bytes]:
         complete = False
@@ -190,7 +232,8 @@ def _passthrough(body, raw: bytes, plan, stream: bool, messages, meta, record) -
                               None if complete else "stream ended before [DONE]")
 
     return Response(relay(), status=upstream.status, content_type=upstream.content_type,
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                             **(headers or {})},
                     direct_passthrough=True)
 
 
@@ -239,32 +282,102 @@ def _upstream_error(status: int, data: bytes, record) -> Response:
     return json_response(err.to_dict(), err.status)
 
 
-def _run_pipeline(body, plan, chat: ChatRequest, meta: CallMeta, record) -> Response:
+def _run_pipeline(body, plan, chat: ChatRequest, meta: CallMeta, record,
+                  control=None) -> Response:
     svc = services()
     settings = svc.settings
     full = bool(body.get("return_full_response", settings.return_full_response))
+    slot = None
+    headers: dict[str, str] = {}
+    if svc.cache is not None:
+        from .gateway.cache import answer_fields
+
+        slot = svc.cache.slot("approach", answer_fields(body), meta, control,
+                              plan=[plan.op, list(plan.slugs), plan.model, dict(plan.options)],
+                              full_response=full)
+        cached = slot.get_completion() if slot is not None else None
+        headers = _cache_header(cached is not None)
+        if cached is not None:
+            return _replay_approach(cached, chat, record, headers)
     if not chat.stream:
         result = svc.pipeline.run(plan, chat, body, meta, full_response=full)
         response = result.completion.to_dict()
         if record:
             record.finish(response, None)
-        return json_response(response)
-    include_usage = bool((chat.params.get("stream_options") or {}).get("include_usage"))
+        if slot is not None:
+            slot.put_completion(result.completion)
+        return json_response(response, headers=headers)
 
     def run(sink, cancelled):
         return svc.pipeline.run(plan, chat, body, meta, full_response=full, sink=sink,
                                 cancelled=cancelled)
 
+    on_done = _finisher(record, slot.put_completion if slot is not None else None)
+    return _approach_stream(run, chat, on_done, headers)
+
+
+def _finisher(record, keep=None):
+    """``on_done(completion, error)`` for an approach stream: finishes the log record and
+    hands a completed answer to ``keep`` (the cache)."""
     def on_done(completion: Completion | None, error: OptillmError | None) -> None:
         if record:
             record.finish(completion.to_dict() if completion else None,
                           error.message if error else None)
+        if keep is not None and completion is not None:
+            keep(completion)
 
+    return on_done
+
+
+def _approach_stream(run, chat: ChatRequest, on_done, headers: dict[str, str]) -> Response:
+    svc = services()
+    include_usage = bool((chat.params.get("stream_options") or {}).get("include_usage"))
     return Response(stream_approach(run, svc.executor, model=chat.model, n=chat.n,
                                     include_usage=include_usage,
-                                    keepalive=settings.keepalive_interval, on_done=on_done),
+                                    keepalive=svc.settings.keepalive_interval,
+                                    on_done=on_done),
                     content_type="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                             **headers})
+
+
+def _replay_approach(data: bytes, chat: ChatRequest, record, headers) -> Response:
+    """A cached approach answer (a ``Completion``'s JSON), as JSON or as an approach
+    stream."""
+    if not chat.stream:
+        if record:
+            record.finish(_loads(data), None)
+        return Response(data, content_type=_JSON, headers=headers)
+    completion = Completion.from_dict(_loads(data))
+    return _approach_stream(lambda sink, cancelled: PipelineResult(completion), chat,
+                            _finisher(record), headers)
+
+
+@bp.delete("/cache")
+def clear_cache() -> Response:
+    """Remove every cached answer: ``{"deleted": <entries removed>}``; 503 when the store
+    cannot be reached."""
+    cache = _cache()
+    try:
+        deleted = cache.clear()
+    except Exception as exc:  # noqa: BLE001 - Redis, SQLite or a missing package
+        raise UpstreamError(f"the cache store failed: {type(exc).__name__}: {exc}",
+                            status=503, code="cache_unavailable") from exc
+    return json_response({"deleted": deleted})
+
+
+@bp.get("/cache")
+def cache_stats() -> Response:
+    """This process's cache counts: ``{"hits", "misses", "writes", "backend"}``."""
+    return json_response(_cache().stats())
+
+
+def _cache():
+    cache = services().cache
+    if cache is None:
+        raise NotFoundError("the response cache is off (turn it on with --cache-ttl or the "
+                            "config's general_settings.cache_ttl)", code="cache_off")
+    return cache
 
 
 def register_error_handlers(app) -> None:

@@ -10,15 +10,23 @@ What lives here:
     the same as ``chat.completion.chunk`` SSE events (chunked transfer encoding) ending with
     ``data: [DONE]``, plus a usage chunk when ``stream_options.include_usage`` is set;
   - ``GET /v1/models``: one model, ``stub-model``;
-  - ``GET /stub/stats``: counters (connections, chat calls, choices, peak concurrency) so a
-    benchmark can count the upstream calls an approach made; ``POST /stub/reset`` zeroes them.
+  - ``GET /stub/stats``: counters (connections, chat calls, choices, peak concurrency, faults)
+    so a benchmark can count the upstream calls an approach made; ``POST /stub/reset`` zeroes
+    them;
+  - ``POST /stub/fail``: fail chat calls on command (``Fault``): ``{"mode": "500"}`` (any
+    status: ``"503"``, ``"429"`` with ``"retry_after": 2``), ``"hang"`` (never answer),
+    ``"malformed"`` (invalid JSON, or non-JSON stream events), ``"cut"`` (the connection drops
+    midway through the answer), ``"ok"`` (heal); ``"every": k`` hits calls 1, 1+k, 1+2k, ...
+    (2 = half of them), ``"times": n`` heals after n hits; ``"headers": {...}`` are added to
+    every chat answer (``x-ratelimit-remaining-requests``, ...).
 
   ``latency_ms`` is slept (``asyncio.sleep``, so concurrent requests are not held up) before
   each chat answer; ``chunk_delay_ms`` between stream events.
 - ``start_in_thread(...)`` / ``start_subprocess(...)``: start one and get a ``StubHandle``
   (``.url`` is the base URL ending in ``/v1``; ``.stats()``, ``.stop()``; a context manager).
-- ``main()``: ``python scripts/stub_upstream.py --port P --latency-ms L`` (``--port 0`` picks a
-  free port; the first line on stdout names the URL).
+  ``StubHandle.fail(mode, ...)`` sets a fault, in either mode.
+- ``main()``: ``python scripts/stub_upstream.py --port P --latency-ms L [--fail MODE
+  --fail-every K]`` (``--port 0`` picks a free port; the first line on stdout names the URL).
 """
 
 from __future__ import annotations
@@ -39,7 +47,8 @@ from typing import Any
 REPLY_TEXT = "The answer is 42."
 MODEL_ID = "stub-model"
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            411: "Length Required", 413: "Payload Too Large"}
+            411: "Length Required", 413: "Payload Too Large", 429: "Too Many Requests",
+            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 MAX_BODY = 16 * 1024 * 1024
 
 
@@ -55,9 +64,54 @@ class Stats:
     models_calls: int = 0
     active: int = 0
     peak_active: int = 0
+    faults: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+
+@dataclass
+class Fault:
+    """How the stub misbehaves on chat calls (see the module docstring). ``mode``: ``"ok"``,
+    an HTTP status as text (``"500"``, ``"429"``), ``"hang"``, ``"malformed"`` or ``"cut"``."""
+
+    mode: str = "ok"
+    every: int = 1
+    times: int | None = None
+    retry_after: float | None = None
+    hang_s: float = 3600.0
+    headers: dict[str, str] = field(default_factory=dict)
+    seen: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("ok", "hang", "malformed", "cut") and not (
+                self.mode.isdigit() and 400 <= int(self.mode) <= 599):
+            raise ValueError(f"unknown fault mode {self.mode!r}")
+        if self.every < 1:
+            raise ValueError("'every' must be at least 1")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Fault:
+        return cls(mode=str(d.get("mode", "ok")), every=int(d.get("every") or 1),
+                   times=d.get("times"), retry_after=d.get("retry_after"),
+                   hang_s=float(d.get("hang_s") or 3600.0),
+                   headers={str(k): str(v) for k, v in (d.get("headers") or {}).items()})
+
+    def hits(self) -> bool:
+        """Whether this chat call fails (counts the call)."""
+        if self.mode == "ok" or self.times == 0:
+            return False
+        self.seen += 1
+        if (self.seen - 1) % self.every:
+            return False
+        if self.times is not None:
+            self.times -= 1
+        return True
+
+    def error_headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return self.headers
+        return {**self.headers, "Retry-After": f"{self.retry_after:g}"}
 
 
 @dataclass
@@ -110,23 +164,27 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
     return Request(method, target.split("?", 1)[0], headers, body, keep_alive)
 
 
-def response_head(status: int, content_type: str, length: int | None, keep_alive: bool) -> bytes:
+def response_head(status: int, content_type: str, length: int | None, keep_alive: bool,
+                  headers: dict[str, str] | None = None) -> bytes:
     """Status line and headers; ``length=None`` means a chunked body follows."""
     framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     return (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-            f"Content-Type: {content_type}\r\n{framing}\r\n"
+            f"Content-Type: {content_type}\r\n{framing}\r\n{extra}"
             f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n").encode("latin-1")
 
 
-def json_message(status: int, obj: Any, keep_alive: bool) -> bytes:
+def json_message(status: int, obj: Any, keep_alive: bool,
+                 headers: dict[str, str] | None = None) -> bytes:
     body = json.dumps(obj).encode()
-    return response_head(status, "application/json", len(body), keep_alive) + body
+    return response_head(status, "application/json", len(body), keep_alive, headers) + body
 
 
-def error_message(status: int, message: str, keep_alive: bool) -> bytes:
+def error_message(status: int, message: str, keep_alive: bool,
+                  headers: dict[str, str] | None = None) -> bytes:
     err = {"error": {"message": message, "type": "invalid_request_error", "param": None,
                      "code": None}}
-    return json_message(status, err, keep_alive)
+    return json_message(status, err, keep_alive, headers)
 
 
 def chunk_frame(data: bytes) -> bytes:
@@ -237,6 +295,7 @@ class StubUpstream:
     latency_ms: float = 0.0
     chunk_delay_ms: float = 0.0
     stats: Stats = field(default_factory=Stats)
+    fault: Fault = field(default_factory=Fault)
     _server: asyncio.AbstractServer | None = None
     _connections: set[asyncio.Task] = field(default_factory=set)
 
@@ -305,6 +364,13 @@ class StubUpstream:
         elif path == "/stub/reset" and request.method == "POST":
             self.stats = Stats(connections=0, active=self.stats.active)
             writer.write(json_message(200, self.stats.to_dict(), keep))
+        elif path == "/stub/fail" and request.method == "POST":
+            try:
+                self.fault = Fault.from_dict(json.loads(request.body or b"{}"))
+            except (ValueError, TypeError, AttributeError) as exc:
+                writer.write(error_message(400, f"bad fault: {exc}", keep))
+            else:
+                writer.write(json_message(200, {"mode": self.fault.mode}, keep))
         else:
             writer.write(error_message(404, f"no route {request.method} {request.path}", keep))
         await writer.drain()
@@ -322,21 +388,62 @@ class StubUpstream:
         stats.choices += n
         stats.active += 1
         stats.peak_active = max(stats.peak_active, stats.active)
+        fault = self.fault
         try:
             if self.latency_ms > 0:
                 await asyncio.sleep(self.latency_ms / 1000.0)
-            if body.get("stream"):
+            if fault.hits():
+                stats.faults += 1
+                await self._fail(fault, body, n, writer, keep)
+            elif body.get("stream"):
                 stats.stream_calls += 1
-                await self._write_stream(stream_events(body, n), writer, keep)
+                await self._write_stream(stream_events(body, n), writer, keep, fault.headers)
             else:
-                writer.write(json_message(200, completion(body, n), keep))
+                writer.write(json_message(200, completion(body, n), keep, fault.headers))
                 await writer.drain()
         finally:
             self.stats.active -= 1
 
+    async def _fail(self, fault: Fault, body: dict[str, Any], n: int,
+                    writer: asyncio.StreamWriter, keep: bool) -> None:
+        """Answer one chat call as ``fault`` says. Raises ConnectionResetError after dropping
+        the connection (hang, cut), which ends it."""
+        if fault.mode.isdigit():
+            writer.write(error_message(int(fault.mode), f"stub fault: status {fault.mode}",
+                                       keep, fault.error_headers()))
+            await writer.drain()
+            return
+        if fault.mode == "hang":
+            await asyncio.sleep(fault.hang_s)
+            writer.transport.abort()
+            raise ConnectionResetError("hung up")
+        stream = bool(body.get("stream"))
+        if fault.mode == "malformed":
+            if stream:
+                events = [b"data: {not json\n\n", b"data: [DONE]\n\n"]
+                await self._write_stream(events, writer, keep, fault.headers)
+            else:
+                data = b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "message": '
+                writer.write(response_head(200, "application/json", len(data), keep,
+                                           fault.headers) + data)
+                await writer.drain()
+            return
+        # cut: part of the answer, then the connection drops
+        if stream:
+            events = stream_events(body, n)
+            writer.write(response_head(200, "text/event-stream", None, keep, fault.headers) +
+                         b"".join(chunk_frame(e) for e in events[:2]))
+        else:
+            data = json.dumps(completion(body, n)).encode()
+            writer.write(response_head(200, "application/json", len(data), keep,
+                                       fault.headers) + data[:len(data) // 2])
+        await writer.drain()
+        writer.transport.abort()
+        raise ConnectionResetError("cut")
+
     async def _write_stream(self, events: list[bytes], writer: asyncio.StreamWriter,
-                            keep: bool) -> None:
-        head = response_head(200, "text/event-stream", None, keep)
+                            keep: bool, headers: dict[str, str] | None = None) -> None:
+        head = response_head(200, "text/event-stream", None, keep, headers)
         if self.chunk_delay_ms <= 0:
             writer.write(head + b"".join(chunk_frame(e) for e in events) + b"0\r\n\r\n")
             await writer.drain()
@@ -369,6 +476,15 @@ class StubHandle:
     def reset(self) -> None:
         req = urllib.request.Request(self.url.rsplit("/v1", 1)[0] + "/stub/reset", data=b"",
                                      method="POST")
+        urllib.request.urlopen(req, timeout=5).close()
+
+    def fail(self, mode: str = "500", **options: Any) -> None:
+        """Set the stub's ``Fault``: ``fail("429", retry_after=2)``, ``fail("hang")``,
+        ``fail("500", every=2)``, ``fail("ok", headers={...})``, ``fail("ok")`` heals."""
+        req = urllib.request.Request(self.url.rsplit("/v1", 1)[0] + "/stub/fail",
+                                     data=json.dumps({"mode": mode, **options}).encode(),
+                                     method="POST",
+                                     headers={"Content-Type": "application/json"})
         urllib.request.urlopen(req, timeout=5).close()
 
     def stop(self) -> None:
@@ -420,13 +536,15 @@ def start_in_thread(latency_ms: float = 0.0, port: int = 0, host: str = "127.0.0
 
 
 def start_subprocess(latency_ms: float = 0.0, port: int = 0, host: str = "127.0.0.1",
-                     chunk_delay_ms: float = 0.0, timeout: float = 10.0) -> StubHandle:
+                     chunk_delay_ms: float = 0.0, timeout: float = 10.0,
+                     fail: str = "ok", fail_every: int = 1) -> StubHandle:
     """Run ``python stub_upstream.py`` as a child process (its own GIL and core).
 
     Raises: RuntimeError when it does not report its URL within ``timeout`` seconds.
     """
     cmd = [sys.executable, __file__, "--host", host, "--port", str(port),
-           "--latency-ms", str(latency_ms), "--chunk-delay-ms", str(chunk_delay_ms)]
+           "--latency-ms", str(latency_ms), "--chunk-delay-ms", str(chunk_delay_ms),
+           "--fail", fail, "--fail-every", str(fail_every)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
 
     def stop() -> None:
@@ -471,8 +589,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="delay before each chat answer (does not block other requests)")
     p.add_argument("--chunk-delay-ms", type=float, default=0.0,
                    help="delay between the events of a streamed answer")
+    p.add_argument("--fail", default="ok",
+                   help="fault mode for chat calls: ok, a status (500, 429), hang, malformed, "
+                        "cut (also set later with POST /stub/fail)")
+    p.add_argument("--fail-every", type=int, default=1,
+                   help="the fault hits calls 1, 1+k, 1+2k, ... (2: half of them)")
     args = p.parse_args(argv)
-    stub = StubUpstream(args.host, args.port, args.latency_ms, args.chunk_delay_ms)
+    stub = StubUpstream(args.host, args.port, args.latency_ms, args.chunk_delay_ms,
+                        fault=Fault(args.fail, every=args.fail_every))
     try:
         asyncio.run(serve(stub))
     except KeyboardInterrupt:

@@ -5,7 +5,13 @@ in OptiLLM's single-model form: candidates at a high temperature (one call with 
 critique call over all candidates, one synthesis call that sees candidates and critique. The
 synthesis is the final call and streams. Three calls deep whatever the number of candidates.
 
-Options (request body): ``moa_candidates`` (int, 1-16, default 3).
+The topology may span models, as in the paper (and Composite LLM's MoA profiles):
+``moa_proposers`` names the models that propose (one candidate each, concurrently, instead of
+``moa_candidates`` samples of the base model) and ``moa_aggregator`` the model that critiques
+and synthesises (default: the base model).
+
+Options (request body): ``moa_candidates`` (int, 1-16, default 3), ``moa_proposers`` (list of
+1-16 model names), ``moa_aggregator`` (model name).
 """
 
 from __future__ import annotations
@@ -19,13 +25,27 @@ SLUG = "moa"
 STREAMS = True
 
 
+MAX_CANDIDATES = 16
+
+
 @dataclass(frozen=True)
 class Options:
     moa_candidates: int = 3
+    moa_proposers: list[str] | None = None
+    moa_aggregator: str | None = None
 
     def __post_init__(self):
-        if not 1 <= self.moa_candidates <= 16:
-            raise ValueError("moa_candidates must be between 1 and 16")
+        if not 1 <= self.moa_candidates <= MAX_CANDIDATES:
+            raise ValueError(f"moa_candidates must be between 1 and {MAX_CANDIDATES}")
+        proposers = self.moa_proposers
+        if proposers is not None:
+            if not 1 <= len(proposers) <= MAX_CANDIDATES:
+                raise ValueError(f"moa_proposers must name 1 to {MAX_CANDIDATES} models")
+            if not all(isinstance(m, str) and m.strip() for m in proposers):
+                raise ValueError("moa_proposers must be non-empty model names")
+            object.__setattr__(self, "moa_proposers", tuple(proposers))
+        if self.moa_aggregator is not None and not self.moa_aggregator.strip():
+            raise ValueError("moa_aggregator must be a non-empty model name")
 
 
 def _listing(candidates: list[str]) -> str:
@@ -47,9 +67,21 @@ def synthesis_prompt(query: str, candidates: list[str], critique: str) -> str:
             f"query:")
 
 
+def propose(ctx: RunContext) -> list[str]:
+    """The candidates: one from each of ``moa_proposers`` (concurrently), else
+    ``moa_candidates`` samples of the base model (one call with ``n``); temperature 1.0."""
+    proposers = ctx.options.moa_proposers
+    if not proposers:
+        return ctx.sample(ctx.options.moa_candidates, temperature=1.0)
+    return ctx.map(lambda model: ctx.complete(model=model, answer=True, temperature=1.0).text,
+                   proposers)
+
+
 def run(ctx: RunContext) -> Completion:
-    candidates = ctx.sample(ctx.options.moa_candidates, temperature=1.0)
+    candidates = propose(ctx)
+    aggregator = ctx.options.moa_aggregator  # None: the base model
     critique = ctx.complete(ctx.with_query(critique_prompt(ctx.query, candidates)),
-                            temperature=0.1).text
+                            model=aggregator, temperature=0.1).text
     messages = ctx.with_query(synthesis_prompt(ctx.query, candidates, critique))
-    return ctx.complete(messages, final=True, temperature=ctx.sampling.get("temperature", 0.1))
+    return ctx.complete(messages, final=True, model=aggregator,
+                        temperature=ctx.sampling.get("temperature", 0.1))

@@ -5,6 +5,11 @@ one ``urllib3.PoolManager`` for the passthrough, which relays the client's JSON 
 upstream's answer without parsing them (shared/PERFORMANCE.md: the SDK's per-call cost alone
 exceeds the passthrough's 1 ms budget). Works with OpenAI, Azure OpenAI, vLLM, SGLang,
 llama.cpp's ``llama-server``, Cerebras, OpenRouter and LiteLLM proxies.
+
+The gateway's router builds one per endpoint (``retries=0``: the router retries on another
+endpoint) and passes ``on_headers`` to see the rate-limit headers of successful SDK calls;
+failed calls raise errors that carry the upstream's status, headers and ``Retry-After``
+(``optillm.errors``), and the passthrough hands its headers back in ``RawResponse``.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -49,13 +54,17 @@ class OpenAIUpstream(Upstream):
         azure: ``(endpoint, api_version)`` to talk to Azure OpenAI instead.
         timeout: seconds per upstream call. retries: SDK retries (connection errors, 408,
         429, 5xx, with back-off). pool_size: connections kept per host.
+        on_headers: called with the response headers (a case-insensitive mapping) of every
+        successful ``complete``/``stream``/``complete_text`` call; ``forward`` returns them.
     """
 
     def __init__(self, base_url: str | None, api_key: str | None = None, *,
                  azure: tuple[str, str] | None = None, timeout: float = 600.0,
-                 retries: int = 2, pool_size: int = 32):
+                 retries: int = 2, pool_size: int = 32,
+                 on_headers: Callable[[Mapping[str, str]], None] | None = None):
         import openai
 
+        self.on_headers = on_headers
         self.api_key = api_key
         self.azure = azure
         self.timeout = timeout
@@ -115,7 +124,9 @@ class OpenAIUpstream(Upstream):
         args = self._create_args(request, meta, stream=False)
         with translate_upstream_errors():
             raw = self.client.chat.completions.with_raw_response.create(**args)
-            data = json.loads(raw.content)
+            data = _json_body(raw.content)
+        if self.on_headers is not None:
+            self.on_headers(raw.headers)
         if not isinstance(data, dict) or "choices" not in data:
             raise UpstreamError(f"upstream returned no choices: {str(data)[:200]}")
         return Completion.from_dict(data)
@@ -124,14 +135,22 @@ class OpenAIUpstream(Upstream):
         args = self._create_args(request, meta, stream=True)
         with translate_upstream_errors():
             sdk_stream = self.client.chat.completions.create(stream=True, **args)
+        if self.on_headers is not None:
+            headers = getattr(getattr(sdk_stream, "response", None), "headers", None)
+            if headers is not None:
+                self.on_headers(headers)
         return self._iter_stream(sdk_stream)
 
     @staticmethod
     def _iter_stream(sdk_stream) -> Iterator[Chunk]:
         try:
             with translate_upstream_errors():
-                for item in sdk_stream:
-                    yield Chunk.from_dict(item.to_dict())
+                try:
+                    for item in sdk_stream:
+                        yield Chunk.from_dict(item.to_dict())
+                except ValueError as exc:  # an event that is not JSON
+                    raise UpstreamError(f"upstream sent a malformed stream event: {exc}") \
+                        from exc
         finally:
             sdk_stream.close()  # an abandoned stream stops the upstream's generation
 
@@ -154,7 +173,7 @@ class OpenAIUpstream(Upstream):
                 raw = self.client.completions.with_raw_response.create(
                     model=model, prompt=prompt, extra_body=extra,
                     extra_headers=self._headers(meta))
-                data = json.loads(raw.content)
+                data = _json_body(raw.content)
         except NotFoundError as exc:  # no such endpoint, or not for this (chat) model
             raise CapabilityError(f"the upstream serves no text completions "
                                   f"(/v1/completions) for model {model!r}: {exc.message}"
@@ -162,6 +181,8 @@ class OpenAIUpstream(Upstream):
         choices = data.get("choices") if isinstance(data, dict) else None
         if not choices or not isinstance(choices[0], dict):
             raise UpstreamError(f"upstream returned no text completion: {str(data)[:200]}")
+        if self.on_headers is not None:
+            self.on_headers(raw.headers)
         self.note_capability(text_completions=True)
         first = choices[0]
         choice = Choice(0, Message("assistant", first.get("text") or ""),
@@ -188,10 +209,8 @@ class OpenAIUpstream(Upstream):
             resp = self._pool.request("POST", root + "/apply-template", body=body.encode(),
                                       headers=headers, retries=self._retries,
                                       timeout=self._timeout)
-        except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ReadTimeoutError) as exc:
-            raise UpstreamTimeoutError(f"upstream timed out: {exc}") from exc
         except urllib3.exceptions.HTTPError as exc:
-            raise UpstreamError(f"upstream unreachable: {exc}") from exc
+            raise _unreachable(exc) from exc
         try:
             data = json.loads(resp.data) if resp.data else None
         except ValueError:
@@ -206,7 +225,7 @@ class OpenAIUpstream(Upstream):
             inner = data.get("error", data) if isinstance(data, dict) else None
             message = inner.get("message") if isinstance(inner, dict) else None
             raise from_upstream_status(resp.status, str(message or resp.data[:300].decode(
-                "utf-8", "replace")))
+                "utf-8", "replace")), resp.headers)
         self.note_capability(chat_template=True)
         return data["prompt"]
 
@@ -254,10 +273,8 @@ class OpenAIUpstream(Upstream):
             resp = pool.urlopen("POST", path, body=body, headers=headers, preload_content=False,
                                 decode_content=True, retries=self._retries,
                                 timeout=self._timeout, release_conn=False)
-        except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ReadTimeoutError) as exc:
-            raise UpstreamTimeoutError(f"upstream timed out: {exc}") from exc
         except urllib3.exceptions.HTTPError as exc:
-            raise UpstreamError(f"upstream unreachable: {exc}") from exc
+            raise _unreachable(exc) from exc
         content_type = resp.headers.get("Content-Type", "application/json")
 
         def close() -> None:
@@ -272,6 +289,9 @@ class OpenAIUpstream(Upstream):
                             break
                         yield data
                 except urllib3.exceptions.HTTPError as exc:
+                    if _is_timeout(exc):
+                        raise UpstreamTimeoutError(f"upstream stream timed out: {exc}") \
+                            from exc
                     raise UpstreamError(f"upstream stream broke: {exc}") from exc
                 finally:
                     resp.release_conn()
@@ -281,6 +301,8 @@ class OpenAIUpstream(Upstream):
         try:
             data = resp.read()
         except urllib3.exceptions.HTTPError as exc:
+            if _is_timeout(exc):
+                raise UpstreamTimeoutError(f"upstream timed out: {exc}") from exc
             raise UpstreamError(f"upstream answer broke: {exc}") from exc
         finally:
             close()
@@ -290,3 +312,24 @@ class OpenAIUpstream(Upstream):
     def close(self) -> None:
         self.client.close()
         self._pool.clear()
+
+
+def _json_body(content: bytes) -> Any:
+    """The parsed answer body. Raises: UpstreamError when it is not JSON."""
+    try:
+        return json.loads(content)
+    except ValueError as exc:
+        raise UpstreamError(f"upstream returned malformed JSON ({exc}): "
+                            f"{content[:200].decode('utf-8', 'replace')!r}") from exc
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """A timeout, also when urllib3 wraps it (``MaxRetryError(reason=ReadTimeoutError)``)."""
+    return isinstance(exc, urllib3.exceptions.TimeoutError) or isinstance(
+        getattr(exc, "reason", None), urllib3.exceptions.TimeoutError)
+
+
+def _unreachable(exc: urllib3.exceptions.HTTPError) -> UpstreamError:
+    if _is_timeout(exc):
+        return UpstreamTimeoutError(f"upstream timed out: {exc}")
+    return UpstreamError(f"upstream unreachable: {exc}")
