@@ -19,6 +19,7 @@ _EXPORTS = {
     "ChatRequest": "optillm.types", "Message": "optillm.types", "Completion": "optillm.types",
     "Choice": "optillm.types", "Usage": "optillm.types", "Chunk": "optillm.types",
     "RunContext": "optillm.context", "Answer": "optillm.context",
+    "Budget": "optillm.context", "BudgetExhausted": "optillm.context",
     "Approach": "optillm.registry", "Registry": "optillm.registry",
     "hookimpl": "optillm.hookspecs",
     "OptillmError": "optillm.errors", "BadRequestError": "optillm.errors",

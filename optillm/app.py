@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +107,28 @@ def build_stack(settings: Settings, executor: BoundedExecutor, bottom: Upstream 
     return RecordingUpstream(stack), router
 
 
+def load_option_defaults(path: str | None) -> dict[str, Any]:
+    """Approach option defaults from a ``--cepo-config`` YAML mapping (OptiLLM's
+    ``cepo_config.yaml`` names, e.g. ``bestofn_n: 3``, or the prefixed ``cepo_bestofn_n``).
+
+    Raises: ConfigError naming the file when it is unreadable or not a mapping.
+    """
+    if not path:
+        return {}
+    import yaml
+
+    from .gateway.config import ConfigError
+
+    try:
+        with open(os.path.expanduser(path)) as fh:
+            data = yaml.safe_load(fh) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ConfigError(f"{path}: must be a mapping of cepo option names to values")
+    return {k if k.startswith("cepo_") else f"cepo_{k}": v for k, v in data.items()}
+
+
 def create_app(settings: Settings | None = None, *, upstream: Upstream | None = None) -> Flask:
     """Build the proxy. ``upstream`` replaces the HTTP client at the bottom of the stack
     (tests pass a scripted fake); everything above it is the real stack.
@@ -121,6 +144,7 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
         for name in ("httpx", "httpx2", "openai", "urllib3"):
             logging.getLogger(name).setLevel(logging.WARNING)
     gateway = load_config(settings.config) if settings.config else None
+    option_defaults = load_option_defaults(settings.cepo_config)
     plugin_manager, registry = build_registry(settings.plugins_dir)
     executor = BoundedExecutor(settings.max_parallel_calls)
     local = None
@@ -151,7 +175,8 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
         if settings.log_conversations else None
     services = Services(settings=settings, registry=registry, plugin_manager=plugin_manager,
                         upstream=stack, executor=executor,
-                        pipeline=Pipeline(registry, stack, executor, settings.upstream_timeout),
+                        pipeline=Pipeline(registry, stack, executor, settings.upstream_timeout,
+                                          option_defaults),
                         conversation_logger=logger, local_model=local, base_url=base_url,
                         gateway=gateway, store=store, cache=cache, router=router)
 
@@ -159,9 +184,13 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions["optillm"] = services
+    from .gateway.observability import bp as observability_bp
+    from .responses_api import bp as responses_bp
     from .routes import bp, register_error_handlers
 
     app.register_blueprint(bp)
+    app.register_blueprint(responses_bp)
+    app.register_blueprint(observability_bp)  # GET /stats, GET /metrics
     register_error_handlers(app)
     atexit.register(services.close)
     return app

@@ -11,7 +11,11 @@ parameters, the approach's typed ``options``, and the calls an approach makes:
 - ``complete_text(prompt, **params) -> Completion``: a raw text completion (no chat template).
 - ``emit(text)``: send the start of the answer to a streaming client now.
 
-Every call's usage is added up here (``ctx.usage``); approaches never count tokens. Internal
+Every call's usage is added up here (``ctx.usage``); approaches never count tokens. A
+request's ``Budget`` (body fields ``max_total_tokens`` and ``max_upstream_calls``) is shared by
+every context of the request: once it is spent, the next upstream call raises
+``BudgetExhausted``, which the expensive approaches catch to answer with what they have
+(``ctx.budget.report()`` goes into their metadata as ``optillm_budget``). Internal
 calls get the client's sampling parameters only (temperature, max_tokens, seed, ...); calls
 made with ``answer=True`` (candidate answers) or ``final=True`` also get the answer-shaping
 ones (``response_format``, ``tools``, ``logprobs``, ...). ``final=True`` marks the call whose
@@ -65,6 +69,78 @@ class Answer:
     logprobs: Any = None
 
 
+class BudgetExhausted(OptillmError):
+    """The request's budget (``max_total_tokens`` / ``max_upstream_calls``) is spent. An
+    approach that can answer with what it has catches it; otherwise it reaches the client as
+    a 400 with code ``budget_exceeded``."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "budget_exceeded"
+
+
+class Budget:
+    """A per-request bound on upstream work, shared by every ``RunContext`` of the request.
+
+    ``max_total_tokens`` bounds prompt + completion tokens summed over every upstream call;
+    ``max_upstream_calls`` bounds their number (a call with ``n`` counts once). None means
+    unbounded. Thread-safe; one per request, never shared between requests.
+    """
+
+    def __init__(self, max_total_tokens: int | None = None,
+                 max_upstream_calls: int | None = None):
+        self.max_total_tokens = max_total_tokens
+        self.max_upstream_calls = max_upstream_calls
+        self._lock = threading.Lock()
+        self.tokens = 0
+        self.calls = 0
+        self.stopped_early = False
+
+    @property
+    def bounded(self) -> bool:
+        return self.max_total_tokens is not None or self.max_upstream_calls is not None
+
+    def spend(self, usage: Usage, calls: int = 1) -> None:
+        with self._lock:
+            self.tokens += usage.total_tokens
+            self.calls += calls
+
+    @property
+    def exhausted(self) -> bool:
+        """True once either bound is reached."""
+        return ((self.max_total_tokens is not None and self.tokens >= self.max_total_tokens)
+                or (self.max_upstream_calls is not None
+                    and self.calls >= self.max_upstream_calls))
+
+    @property
+    def tokens_left(self) -> int | None:
+        if self.max_total_tokens is None:
+            return None
+        return max(0, self.max_total_tokens - self.tokens)
+
+    @property
+    def calls_left(self) -> int | None:
+        if self.max_upstream_calls is None:
+            return None
+        return max(0, self.max_upstream_calls - self.calls)
+
+    def check(self, slug: str) -> None:
+        """Raises: BudgetExhausted (and marks the run as stopped early) once spent."""
+        if self.exhausted:
+            self.stopped_early = True
+            raise BudgetExhausted(
+                f"approach {slug!r} spent the request's budget "
+                f"({self.tokens} of {self.max_total_tokens} tokens, {self.calls} of "
+                f"{self.max_upstream_calls} calls)")
+
+    def report(self) -> dict[str, Any]:
+        """``{"max_total_tokens", "max_upstream_calls", "tokens", "calls", "stopped_early"}``."""
+        return {"max_total_tokens": self.max_total_tokens,
+                "max_upstream_calls": self.max_upstream_calls,
+                "tokens": self.tokens, "calls": self.calls,
+                "stopped_early": self.stopped_early}
+
+
 class Cancelled(OptillmError):
     """The client went away; the approach stops at its next upstream call."""
 
@@ -79,7 +155,7 @@ class RunContext:
                  meta: CallMeta, options: Any = None, slug: str = "",
                  deadline: float | None = None, max_calls: int | None = None,
                  stream_sink: Callable[[str], None] | None = None,
-                 cancelled: threading.Event | None = None):
+                 cancelled: threading.Event | None = None, budget: Budget | None = None):
         self.request = request
         self.model = request.model
         self.messages: tuple[Message, ...] = request.messages
@@ -94,6 +170,7 @@ class RunContext:
         self.executor = executor
         self.deadline = deadline
         self.max_calls = max_calls
+        self.budget = budget or Budget()
         self._sink = stream_sink
         self._cancelled = cancelled or threading.Event()
         self._lock = threading.Lock()
@@ -144,6 +221,11 @@ class RunContext:
         with self._lock:
             self._usage = self._usage + usage
             self._calls += calls
+        self.budget.spend(usage, calls)
+
+    def budget_metadata(self) -> dict[str, Any]:
+        """``{"optillm_budget": ...}`` when the request has a budget, else ``{}``."""
+        return {"optillm_budget": self.budget.report()} if self.budget.bounded else {}
 
     def _check(self) -> None:
         if self._cancelled.is_set():
@@ -154,6 +236,7 @@ class RunContext:
         if self.max_calls is not None and self._calls >= self.max_calls:
             raise BadRequestError(f"approach {self.slug!r} exceeded its budget of "
                                   f"{self.max_calls} upstream calls", code="budget_exceeded")
+        self.budget.check(self.slug)
 
     # -- streaming to the client ------------------------------------------------------------
 

@@ -12,6 +12,7 @@ streams with a single choice.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .concurrency import BoundedExecutor
-from .context import Answer, RunContext
-from .errors import UpstreamError
+from .context import Answer, Budget, RunContext
+from .errors import BadRequestError, UpstreamError
 from .plan import PARALLEL, SEQUENCE, Plan
 from .registry import Registry
 from .types import ChatRequest, Choice, Completion, Message, Usage
@@ -41,6 +42,9 @@ class Pipeline:
     upstream: Upstream
     executor: BoundedExecutor
     request_timeout: float | None = None
+    #: Server-side option defaults (e.g. from ``--cepo-config``): under the model name's and
+    #: the body's values, over the options' own defaults.
+    option_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def run(self, plan: Plan, request: ChatRequest, body: Mapping[str, Any], meta: CallMeta,
             *, full_response: bool = False, sink: Callable[[str], None] | None = None,
@@ -51,6 +55,7 @@ class Pipeline:
         Raises: ``optillm.errors`` types.
         """
         deadline = time.monotonic() + self.request_timeout if self.request_timeout else None
+        budget = request_budget(body)
         upstream_params = {k: v for k, v in request.params.items()
                            if k not in self.registry.proxy_fields}
         base = request.replace(model=plan.model, params=upstream_params)
@@ -63,10 +68,11 @@ class Pipeline:
             approach = self.registry.get(slug)
             ctx = RunContext(request=req, upstream=self.upstream, executor=self.executor,
                              meta=meta,
-                             options=self.registry.build_options(approach, body, plan.options),
+                             options=self.registry.build_options(
+                                 approach, body, {**self.option_defaults, **plan.options}),
                              slug=slug, deadline=deadline,
                              stream_sink=sink if (may_stream and approach.streams) else None,
-                             cancelled=cancelled)
+                             cancelled=cancelled, budget=budget)
             with lock:
                 contexts.append(ctx)
             return ctx
@@ -113,6 +119,22 @@ class Pipeline:
                    for i, c in enumerate(choices)]
         completion = Completion(choices=tuple(choices), usage=usage, model=request.model)
         return PipelineResult(completion, sent[0])
+
+
+def request_budget(body: Mapping[str, Any]) -> Budget:
+    """The request's ``Budget`` from ``max_total_tokens`` / ``max_upstream_calls`` (flat or
+    under ``optillm``; positive integers).
+
+    Raises: BadRequestError naming the field when a value is not a positive integer.
+    """
+    nested = body.get("optillm") if isinstance(body.get("optillm"), dict) else {}
+    values: dict[str, int | None] = {}
+    for name in ("max_total_tokens", "max_upstream_calls"):
+        raw = body.get(name, nested.get(name))
+        if raw is not None and (isinstance(raw, bool) or not isinstance(raw, int) or raw < 1):
+            raise BadRequestError(f"'{name}' must be a positive integer", param=name)
+        values[name] = raw
+    return Budget(**values)
 
 
 def _replace_query(messages: tuple[Message, ...], text: str) -> tuple[Message, ...]:

@@ -18,7 +18,8 @@ from typing import Any
 from .errors import BadRequestError, NotFoundError
 
 #: Body fields that belong to the proxy and are never sent upstream.
-RESERVED_FIELDS = frozenset({"optillm_approach", "optillm", "return_full_response"})
+RESERVED_FIELDS = frozenset({"optillm_approach", "optillm", "return_full_response",
+                             "max_total_tokens", "max_upstream_calls"})
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ class Settings:
     local_slots: int = 4
     local_ctx_size: int = 4096
     config: str | None = None
+    cepo_config: str | None = None
     redis_url: str | None = None
     cache_ttl: float = -1.0
     cache_dir: str = "~/.cache/optillm/store"
@@ -169,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--local-slots", type=int, help="parallel slots of the embedded llama-server (-np)")
     add("--local-ctx-size", type=int, help="context size per slot of the embedded llama-server")
     add("--config", help="gateway YAML: model_groups, general_settings, profiles")
+    add("--cepo-config", help="YAML of cepo's defaults (cepo_* option names, prefix optional); "
+                              "request fields still win")
     add("--redis-url", help="Redis for the response cache and stored responses "
                             "(else an on-disk store under --cache-dir)")
     add("--cache-ttl", type=float, help="seconds a deterministic response stays cached; 0 turns "
