@@ -23,6 +23,7 @@ from typing import Any
 
 from flask import Flask
 
+from .approaches.profile import install as install_profiles
 from .concurrency import BoundedExecutor
 from .conversation_log import ConversationLogger
 from .gateway.config import GatewayConfig, load_config
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
     gateway = load_config(settings.config) if settings.config else None
     option_defaults = load_option_defaults(settings.cepo_config)
     plugin_manager, registry = build_registry(settings.plugins_dir)
+    install_profiles(plugin_manager, registry, gateway)  # profile/<name>; bad one: ConfigError
     executor = BoundedExecutor(settings.max_parallel_calls)
     local = None
     base_url = settings.base_url

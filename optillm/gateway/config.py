@@ -80,6 +80,7 @@ SCHEMA: dict[str, Any] = {
             "type": "object",
             "additionalProperties": {
                 "type": "object",
+                "additionalProperties": False,  # a typo ('member:') must not pass silently
                 "required": ["strategy"],
                 "properties": {
                     "strategy": {"type": "string", "minLength": 1},
