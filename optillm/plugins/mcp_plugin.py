@@ -1,0 +1,246 @@
+"""``mcp``: tools from Model Context Protocol servers, called when the model asks for them.
+
+The servers come from a JSON config shaped like Claude Desktop's::
+
+    {"mcpServers": {"files": {"command": "python", "args": ["server.py"], "env": {...},
+                              "cwd": "/srv"},
+                    "remote": {"url": "http://127.0.0.1:8000/mcp"}}}
+
+(``command``/``args`` for a stdio server, launched as a subprocess with the SDK's minimal
+environment plus ``env``; ``url`` for a streamable-HTTP server). The path is the option
+``mcp_config``, default ``~/.config/optillm/mcp_config.json``. For each request the plugin
+connects to every server concurrently (a server that fails is skipped and named in the
+metadata), lists their tools and offers them to the upstream as OpenAI ``tools`` (named
+``<server>__<tool>``, alongside any tools of the client's own). While the model answers with
+``tool_calls`` for MCP tools, they run through the MCP sessions (the calls of one round
+concurrently) and their results go back as ``tool`` messages; a call with malformed arguments or
+an unknown tool gets an error message the model can read. A call of one of the client's own
+tools ends the run: the assistant message with its ``tool_calls`` goes to the client. After
+``mcp_max_rounds`` rounds with tool calls, one last call without tools makes the answer.
+
+Calls: 1 + (rounds with tool calls), at most ``mcp_max_rounds + 1``; each call needs the tool
+results of the one before, so the depth equals the call count. The client's parameters apply
+to every call (``tools`` is replaced by the combined list).
+
+Options (request body): ``mcp_config`` (str or null: the config file), ``mcp_max_rounds`` (int
+1-20, default 5), ``mcp_timeout`` (seconds 1-300, default 30: connecting and each tool call).
+
+Errors: ``BadRequestError`` when the config is missing or malformed; ``missing_extra`` when the
+``mcp`` SDK is not installed (extra ``mcp``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..context import Answer, RunContext
+from ..errors import BadRequestError
+from ..types import Message
+
+SLUG = "mcp"
+EXTRA = "mcp"
+RESULT_CHARS = 8000
+
+
+@dataclass(frozen=True)
+class Options:
+    mcp_config: str | None = None
+    mcp_max_rounds: int = 5
+    mcp_timeout: float = 30.0
+
+    def __post_init__(self):
+        if not 1 <= self.mcp_max_rounds <= 20:
+            raise ValueError("mcp_max_rounds must be between 1 and 20")
+        if not 1 <= self.mcp_timeout <= 300:
+            raise ValueError("mcp_timeout must be between 1 and 300 seconds")
+
+
+def default_config_path() -> str:
+    return os.path.join(os.path.expanduser("~/.config"), "optillm", "mcp_config.json")
+
+
+def load_config(path: str) -> dict[str, dict[str, Any]]:
+    """The ``mcpServers`` entries of the config at ``path``.
+
+    Raises: BadRequestError when the file is missing, not JSON, or an entry has neither a
+    ``command`` nor a ``url``.
+    """
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise BadRequestError(f"plugin {SLUG!r}: no MCP config at {path}",
+                              param="mcp_config") from None
+    except (OSError, ValueError) as exc:
+        raise BadRequestError(f"plugin {SLUG!r}: cannot read MCP config {path}: {exc}",
+                              param="mcp_config") from None
+    servers = data.get("mcpServers") if isinstance(data, dict) else None
+    if not isinstance(servers, dict):
+        raise BadRequestError(f"plugin {SLUG!r}: {path} has no 'mcpServers' object",
+                              param="mcp_config")
+    for name, entry in servers.items():
+        ok = isinstance(entry, dict) and (
+            isinstance(entry.get("command"), str) or isinstance(entry.get("url"), str))
+        if not ok or not isinstance(entry.get("args", []), list) \
+                or not isinstance(entry.get("env", {}), dict):
+            raise BadRequestError(f"plugin {SLUG!r}: server {name!r} in {path} needs a "
+                                  f"'command' (with list 'args') or a 'url'",
+                                  param="mcp_config")
+    return servers
+
+
+def tool_name(server: str, tool: str) -> str:
+    """An OpenAI function name (``^[A-Za-z0-9_-]{1,64}$``) for ``tool`` of ``server``."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", f"{server}__{tool}")[:64]
+
+
+def result_text(result: Any) -> str:
+    """The text of an MCP ``CallToolResult`` (text parts joined; others described)."""
+    parts = []
+    for block in getattr(result, "content", None) or []:
+        text = getattr(block, "text", None)
+        parts.append(text if isinstance(text, str) else f"[{getattr(block, 'type', 'data')}]")
+    text = "\n".join(parts)
+    if not text and getattr(result, "structured_content", None) is not None:
+        text = json.dumps(result.structured_content)
+    return text[:RESULT_CHARS]
+
+
+def parse_arguments(raw: Any) -> dict[str, Any] | None:
+    """A tool call's arguments: a JSON object string (or an object); None when malformed."""
+    if isinstance(raw, dict):
+        return raw
+    if raw in (None, ""):
+        return {}
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class Toolbox:
+    """The connected MCP sessions of one request and their tools (lives in the run only)."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.stack = contextlib.AsyncExitStack()
+        self.tools: dict[str, tuple[Any, str]] = {}  # openai name -> (client, mcp tool name)
+        self.specs: list[dict[str, Any]] = []
+        self.errors: dict[str, str] = {}
+        self.connected: list[str] = []
+
+    async def connect(self, servers: dict[str, dict[str, Any]]) -> None:
+        from mcp import Client, StdioServerParameters
+
+        async def one(name: str, entry: dict[str, Any]) -> None:
+            if entry.get("url"):
+                target: Any = entry["url"]
+            else:
+                target = StdioServerParameters(
+                    command=entry["command"], args=[str(a) for a in entry.get("args", [])],
+                    env={str(k): str(v) for k, v in entry.get("env", {}).items()} or None,
+                    cwd=entry.get("cwd"))
+            try:
+                # asyncio.timeout, not wait_for: the session's task group must be entered
+                # (and later left) from this task
+                async with asyncio.timeout(self.timeout):
+                    client = await self.stack.enter_async_context(
+                        Client(target, read_timeout_seconds=self.timeout))
+                    listed = await client.list_tools()
+            except Exception as exc:  # noqa: BLE001 - a broken server must not end the run
+                self.errors[name] = f"{type(exc).__name__}: {exc}"
+                return
+            self.connected.append(name)
+            for tool in listed.tools:
+                fname = tool_name(name, tool.name)
+                self.tools[fname] = (client, tool.name)
+                self.specs.append({"type": "function", "function": {
+                    "name": fname, "description": (tool.description or "")[:1000],
+                    "parameters": tool.input_schema or {"type": "object", "properties": {}}}})
+
+        # connected one after another: the exit stack must be entered from one task
+        for name, entry in servers.items():
+            await one(name, entry)
+
+    async def call(self, name: str, raw_arguments: Any) -> tuple[str, bool]:
+        """``(text, is_error)`` of calling the OpenAI-named tool ``name``."""
+        arguments = parse_arguments(raw_arguments)
+        if arguments is None:
+            return "error: the arguments are not a valid JSON object", True
+        client, tool = self.tools[name]
+        try:
+            async with asyncio.timeout(self.timeout):
+                result = await client.call_tool(tool, arguments)
+        except Exception as exc:  # noqa: BLE001 - the model reads the failure
+            return f"error: {type(exc).__name__}: {exc}", True
+        return result_text(result), bool(getattr(result, "is_error", False))
+
+
+def run(ctx: RunContext) -> Answer:
+    opts: Options = ctx.options
+    servers = load_config(opts.mcp_config or default_config_path())
+    try:
+        import mcp  # noqa: F401
+    except ImportError:
+        raise BadRequestError(f"plugin {SLUG!r} needs the {EXTRA!r} extra: pip install "
+                              f"'optillm[{EXTRA}]'", code="missing_extra") from None
+    return asyncio.run(_run(ctx, opts, servers))
+
+
+async def _run(ctx: RunContext, opts: Options, servers: dict[str, dict[str, Any]]) -> Answer:
+    box = Toolbox(opts.mcp_timeout)
+    async with box.stack:
+        await box.connect(servers)
+        client_tools = [t for t in ctx.params.get("tools") or [] if isinstance(t, dict)]
+        tools = client_tools + box.specs
+        messages = list(ctx.messages)
+        log: list[dict[str, Any]] = []
+        rounds = 0
+
+        def meta() -> dict[str, Any]:
+            return {"optillm_mcp": {"servers": box.connected, "errors": box.errors,
+                                    "tools": sorted(box.tools), "rounds": rounds,
+                                    "calls": log}}
+
+        while True:
+            final_round = rounds >= opts.mcp_max_rounds or not tools
+            params: dict[str, Any] = ({"tools": None, "tool_choice": None} if final_round
+                                      else {"tools": tools})
+            completion = await asyncio.to_thread(ctx.complete, messages, answer=True, **params)
+            choice = completion.choices[0]
+            calls = [c for c in choice.message.extra.get("tool_calls") or []
+                     if isinstance(c, dict)]
+            if final_round or not calls:
+                return Answer(choice.message.text, finish_reason=choice.finish_reason or "stop",
+                              metadata=meta())
+            if any((c.get("function") or {}).get("name") not in box.tools for c in calls) \
+                    and any((c.get("function") or {}).get("name") in
+                            {(t.get("function") or {}).get("name") for t in client_tools}
+                            for c in calls):
+                # one of the client's own tools: the client runs it
+                return Answer(choice.message.text, finish_reason="tool_calls",
+                              message=choice.message, metadata=meta())
+            rounds += 1
+            messages.append(Message("assistant", choice.message.content,
+                                    {"tool_calls": calls}))
+            results = await asyncio.gather(*(_execute(box, c) for c in calls))
+            for call, (text, is_error) in zip(calls, results, strict=True):
+                fn = call.get("function") or {}
+                log.append({"tool": fn.get("name"), "arguments": fn.get("arguments"),
+                            "is_error": is_error, "result": text[:500]})
+                messages.append(Message("tool", text, {"tool_call_id": call.get("id", "")}))
+
+
+async def _execute(box: Toolbox, call: dict[str, Any]) -> tuple[str, bool]:
+    fn = call.get("function") or {}
+    name = fn.get("name")
+    if name not in box.tools:
+        return f"error: unknown tool {name!r}; available: {', '.join(sorted(box.tools))}", True
+    return await box.call(name, fn.get("arguments"))
