@@ -1,0 +1,146 @@
+"""``compact``: summarise the older turns of a conversation that nears the context limit, then
+answer on the compacted conversation.
+
+The conversation is measured in tokens: exactly by llama-server's ``POST /tokenize`` (beside
+``/v1`` on the upstream's URL) where the upstream answers it, else by a local *estimate* that
+needs no download: characters / 4 plus 4 per message (OpenAI's rule of thumb; off by tens of
+per cent on code or non-English text). When the total is at most ``compact_max_tokens`` the
+conversation goes upstream unchanged. Otherwise the messages before the last
+``compact_keep_turns`` turns (a turn starts at a user message; the current question is always
+kept) are summarised in one call (the older messages themselves, with their roles, plus a
+request for a summary), and the answer call sees the system prompt with the summary appended,
+then the kept turns verbatim. The answer call is the final call and streams.
+
+Calls: 1 when the conversation fits (or nothing is old enough to summarise), else 2.
+Critical path: the same. The summary call sets ``temperature=0`` and ``max_tokens`` to
+``compact_summary_tokens``; the answer keeps the client's parameters. Metadata
+``optillm_compact``: ``{"tokens", "method": "tokenize" | "estimate", "compacted",
+"summarised_messages", "kept_messages"}``.
+
+Options (request body): ``compact_max_tokens`` (int, 64-10000000, default 3000),
+``compact_keep_turns`` (int, 1-100, default 2), ``compact_summary_tokens`` (int, 16-8192,
+default 512).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..context import Answer, RunContext
+from ..types import Completion, Message
+
+SLUG = "compact"
+STREAMS = True
+TOKENIZE_TIMEOUT = 2.0
+PER_MESSAGE_TOKENS = 4
+
+
+@dataclass(frozen=True)
+class Options:
+    compact_max_tokens: int = 3000
+    compact_keep_turns: int = 2
+    compact_summary_tokens: int = 512
+
+    def __post_init__(self):
+        if not 64 <= self.compact_max_tokens <= 10_000_000:
+            raise ValueError("compact_max_tokens must be between 64 and 10000000")
+        if not 1 <= self.compact_keep_turns <= 100:
+            raise ValueError("compact_keep_turns must be between 1 and 100")
+        if not 16 <= self.compact_summary_tokens <= 8192:
+            raise ValueError("compact_summary_tokens must be between 16 and 8192")
+
+
+def estimate_tokens(messages: Sequence[Message]) -> int:
+    """The local estimate: characters / 4 (rounded up) plus 4 per message."""
+    return sum(-(-len(m.text) // 4) + PER_MESSAGE_TOKENS for m in messages)
+
+
+def upstream_root(upstream) -> tuple[str | None, str | None]:
+    """``(root URL, api key)`` of the HTTP upstream under the wrappers (``.inner``), or
+    ``(None, None)`` for one without a single base URL (the gateway, a fake)."""
+    seen = 0
+    while upstream is not None and seen < 20:
+        base = getattr(upstream, "base_url", None)
+        if isinstance(base, str) and base:
+            base = base.rstrip("/")
+            root = base[:-3] if base.endswith("/v1") else base
+            return root, getattr(upstream, "api_key", None)
+        upstream = getattr(upstream, "inner", None)
+        seen += 1
+    return None, None
+
+
+def tokenize_count(root: str, api_key: str | None, messages: Sequence[Message]) -> int | None:
+    """Tokens of the messages by ``POST {root}/tokenize`` (llama-server), plus the
+    per-message overhead; None when the endpoint is missing, slow or answers garbage."""
+    if "openai.com" in root or "azure" in root:
+        return None  # hosted APIs have no /tokenize; do not send them a request that 404s
+    text = "\n".join(m.text for m in messages)
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    req = urllib.request.Request(f"{root}/tokenize", data=json.dumps({"content": text}).encode(),
+                                 headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=TOKENIZE_TIMEOUT) as resp:
+            data = json.loads(resp.read(5_000_000))
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    tokens = data.get("tokens") if isinstance(data, dict) else None
+    if not isinstance(tokens, list):
+        return None
+    return len(tokens) + PER_MESSAGE_TOKENS * len(messages)
+
+
+def count_tokens(ctx: RunContext, messages: Sequence[Message]) -> tuple[int, str]:
+    """``(tokens, "tokenize" | "estimate")``."""
+    root, key = upstream_root(ctx.upstream)
+    if root is not None:
+        exact = tokenize_count(root, key, messages)
+        if exact is not None:
+            return exact, "tokenize"
+    return estimate_tokens(messages), "estimate"
+
+
+def split_turns(messages: Sequence[Message], keep_turns: int
+                ) -> tuple[list[Message], list[Message], list[Message]]:
+    """``(system messages, older messages, kept messages)``: kept starts at the
+    ``keep_turns``-th user message from the end."""
+    system = [m for m in messages if m.role in ("system", "developer")]
+    rest = [m for m in messages if m.role not in ("system", "developer")]
+    users = [i for i, m in enumerate(rest) if m.role == "user"]
+    if not users:
+        return system, [], rest
+    start = users[-min(keep_turns, len(users))]
+    return system, rest[:start], rest[start:]
+
+
+SUMMARY_REQUEST = ("Summarise the conversation so far in a few short paragraphs: the facts, "
+                   "decisions, names, numbers and open questions someone needs to continue it. "
+                   "Write only the summary.")
+
+
+def run(ctx: RunContext) -> Answer | Completion:
+    opts = ctx.options
+    tokens, method = count_tokens(ctx, ctx.messages)
+    system, older, kept = split_turns(ctx.messages, opts.compact_keep_turns)
+    record = {"tokens": tokens, "method": method, "compacted": False,
+              "summarised_messages": 0, "kept_messages": len(ctx.messages)}
+    if tokens <= opts.compact_max_tokens or not older:
+        final = ctx.complete(final=True)
+    else:
+        summary = ctx.complete(system + older + [Message("user", SUMMARY_REQUEST)],
+                               temperature=0, max_tokens=opts.compact_summary_tokens).text
+        note = f"Summary of the earlier conversation:\n{summary.strip()}"
+        if system:
+            head = [Message(system[0].role, f"{system[0].text}\n\n{note}")] + system[1:]
+        else:
+            head = [Message("system", note)]
+        final = ctx.complete(head + kept, final=True)
+        record.update(compacted=True, summarised_messages=len(older), kept_messages=len(kept))
+    return Answer(final.text, finish_reason=final.choices[0].finish_reason or "stop",
+                  metadata={"optillm_compact": record})

@@ -1,0 +1,159 @@
+"""``readurls``: fetch the web pages a prompt names and add their text to it (OptiLLM's readurls
+plugin, rewritten on the safe fetcher ``optillm.net``).
+
+The URLs (``http``/``https``) of the last user message are fetched concurrently through
+``optillm.net.fetch``: time, size and redirect limits, every redirect re-checked, and no
+loopback, private, link-local, multicast, reserved or cloud metadata address. The page's main
+text comes from ``trafilatura`` (the ``readurls`` extra), else BeautifulSoup, else a plain tag
+strip; ``text/plain`` and JSON are taken as they are. Each page's text (cut to
+``readurls_max_chars``) follows its URL in the message: ``<url> [Content: ...]``. A URL that is
+refused or fails gets a one-line note instead, so the answer never depends on a crash.
+
+Like OptiLLM's plugin, the answer is the augmented message and no model call is made, so in
+a chain (``readurls&memory-<model>``) the next stage reads the pages. With
+``readurls_answer=true`` the plugin answers the augmented conversation itself (one final call).
+
+``readurls_allow_private`` is refused (400) unless the server allows private addresses
+(``SERVER_ALLOWS_PRIVATE``; a server setting, never the client's choice).
+
+Calls: 0 (1 with ``readurls_answer``), plus ``min(urls, readurls_max_urls)`` HTTP fetches,
+concurrent. Critical path: one fetch (plus the answer call).
+
+Options (request body): ``readurls_max_urls`` (int, 1-20, default 5), ``readurls_max_chars``
+(int, 100-200000, default 8000), ``readurls_timeout`` (float seconds, 0-60, default 10),
+``readurls_answer`` (bool, default false), ``readurls_allow_private`` (bool, default false).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from dataclasses import dataclass
+
+from .. import net
+from ..context import Answer, RunContext
+from ..errors import BadRequestError
+
+SLUG = "readurls"
+EXTRA = "readurls"
+
+#: Whether this server lets clients fetch private addresses (off; see the module docstring).
+SERVER_ALLOWS_PRIVATE = False
+
+URL_RE = re.compile(r"https?://[^\s<>\"'`\])}]+", re.I)
+
+
+@dataclass(frozen=True)
+class Options:
+    readurls_max_urls: int = 5
+    readurls_max_chars: int = 8000
+    readurls_timeout: float = 10.0
+    readurls_answer: bool = False
+    readurls_allow_private: bool = False
+
+    def __post_init__(self):
+        if not 1 <= self.readurls_max_urls <= 20:
+            raise ValueError("readurls_max_urls must be between 1 and 20")
+        if not 100 <= self.readurls_max_chars <= 200_000:
+            raise ValueError("readurls_max_chars must be between 100 and 200000")
+        if not 0 < self.readurls_timeout <= 60:
+            raise ValueError("readurls_timeout must be more than 0 and at most 60 seconds")
+
+
+def find_urls(text: str) -> list[str]:
+    """The distinct URLs of ``text`` in order, trailing punctuation removed."""
+    out: list[str] = []
+    for m in URL_RE.finditer(text or ""):
+        url = m.group(0).rstrip(".,;:!?")
+        if url not in out:
+            out.append(url)
+    return out
+
+
+def _bs4_text(markup: str) -> str:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(markup, "html.parser")
+    for tag in soup(["script", "style", "noscript", "nav", "footer", "header", "svg"]):
+        tag.decompose()
+    return soup.get_text(" ")
+
+
+def _strip_tags(markup: str) -> str:
+    markup = re.sub(r"(?is)<(script|style|noscript).*?</\1>", " ", markup)
+    return html.unescape(re.sub(r"(?s)<[^>]+>", " ", markup))
+
+
+def page_text(page: net.Fetched) -> str:
+    """The readable text of a fetched page, whitespace collapsed."""
+    raw = page.text
+    if page.content_type in ("text/plain", "text/markdown", "text/csv"):
+        text = raw
+    elif page.content_type in ("application/json",) or page.content_type.endswith("+json"):
+        try:
+            text = json.dumps(json.loads(raw), ensure_ascii=False)
+        except ValueError:
+            text = raw
+    else:
+        text = None
+        try:
+            import trafilatura
+
+            text = trafilatura.extract(raw, include_comments=False)
+        except Exception:  # noqa: BLE001 - missing or broken (lxml split); fall back
+            text = None
+        if not text:
+            try:
+                text = _bs4_text(raw)
+            except Exception:  # noqa: BLE001 - missing bs4 or unparsable markup
+                text = _strip_tags(raw)
+    return re.sub(r"[ \t\r\f\v]+", " ", re.sub(r"\n\s*\n+", "\n", text or "")).strip()
+
+
+def read_url(url: str, opts: Options, allow_private) -> dict:
+    """``{"url", "ok", "text" | "error", "truncated"}``; never raises for a bad page."""
+    try:
+        page = net.fetch(url, allow_private=allow_private, timeout=opts.readurls_timeout)
+    except net.FetchError as exc:
+        return {"url": url, "ok": False, "error": str(exc),
+                "refused": isinstance(exc, net.FetchRefused)}
+    if not (page.content_type.startswith("text/") or "json" in page.content_type
+            or "xml" in page.content_type or not page.content_type):
+        return {"url": url, "ok": False, "refused": False,
+                "error": f"{url} is {page.content_type}, not a text page"}
+    text = page_text(page)
+    cut = len(text) > opts.readurls_max_chars
+    return {"url": url, "ok": True, "text": text[:opts.readurls_max_chars],
+            "truncated": cut or page.truncated}
+
+
+def augment(query: str, results: list[dict]) -> str:
+    """``query`` with each URL followed by its page's text (or why it could not be read)."""
+    out = query
+    for r in results:
+        if r["ok"]:
+            note = f"{r['url']} [Content: {r['text']}{' ...' if r['truncated'] else ''}]"
+        else:
+            note = f"{r['url']} [Could not read this page: {r['error']}]"
+        out = out.replace(r["url"], note, 1)
+    return out
+
+
+def run(ctx: RunContext) -> Answer:
+    opts = ctx.options
+    if opts.readurls_allow_private and not SERVER_ALLOWS_PRIVATE:
+        raise BadRequestError("readurls_allow_private is refused: this server does not allow "
+                              "fetching private addresses", param="readurls_allow_private")
+    allow_private = bool(opts.readurls_allow_private and SERVER_ALLOWS_PRIVATE)
+    urls = find_urls(ctx.query)[:opts.readurls_max_urls]
+    results = ctx.map(lambda u: read_url(u, opts, allow_private), urls) if urls else []
+    text = augment(ctx.query, results)
+    meta = {"optillm_readurls": [{k: v for k, v in r.items() if k != "text"}
+                                 | ({"chars": len(r["text"])} if r["ok"] else {})
+                                 for r in results]}
+    if opts.readurls_answer:
+        final = ctx.complete(ctx.with_query(text), final=True)
+        return Answer(final.text, finish_reason=final.choices[0].finish_reason or "stop",
+                      metadata=meta)
+    return Answer(text, metadata=meta)
