@@ -178,7 +178,7 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
     services = Services(settings=settings, registry=registry, plugin_manager=plugin_manager,
                         upstream=stack, executor=executor,
                         pipeline=Pipeline(registry, stack, executor, settings.upstream_timeout,
-                                          option_defaults),
+                                          option_defaults, settings),
                         conversation_logger=logger, local_model=local, base_url=base_url,
                         gateway=gateway, store=store, cache=cache, router=router)
 

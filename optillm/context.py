@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from .concurrency import BoundedExecutor
 from .errors import BadRequestError, OptillmError, UpstreamTimeoutError
+from .settings import Settings
 from .types import ChatRequest, Choice, Completion, Message, Usage
 from .upstream.base import CallMeta, Upstream
 
@@ -156,7 +157,8 @@ class RunContext:
                  deadline: float | None = None, max_calls: int | None = None,
                  stream_sink: Callable[[str], None] | None = None,
                  cancelled: threading.Event | None = None, budget: Budget | None = None,
-                 delegate: Callable[[str, ChatRequest], Any] | None = None):
+                 delegate: Callable[[str, ChatRequest], Any] | None = None,
+                 settings: Settings | None = None):
         self.request = request
         self.model = request.model
         self.messages: tuple[Message, ...] = request.messages
@@ -173,6 +175,10 @@ class RunContext:
         self.max_calls = max_calls
         self.budget = budget or Budget()
         self._delegate = delegate
+        #: The server's frozen settings: where plugins keep data (``data_path``), read configs
+        #: (``config_path``), which private networks they may fetch (``private_networks``).
+        #: Server policy, never taken from the request.
+        self.settings = settings or Settings()
         self._sink = stream_sink
         self._cancelled = cancelled or threading.Event()
         self._lock = threading.Lock()

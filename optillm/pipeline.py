@@ -24,6 +24,7 @@ from .context import Answer, Budget, RunContext
 from .errors import BadRequestError, UpstreamError
 from .plan import PARALLEL, SEQUENCE, Plan
 from .registry import Registry
+from .settings import Settings
 from .types import ChatRequest, Choice, Completion, Message, Usage
 from .upstream.base import CallMeta, Upstream
 
@@ -45,6 +46,8 @@ class Pipeline:
     #: Server-side option defaults (e.g. from ``--cepo-config``): under the model name's and
     #: the body's values, over the options' own defaults.
     option_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: The server's settings, handed to every context (``ctx.settings``).
+    settings: Settings | None = None
 
     def run(self, plan: Plan, request: ChatRequest, body: Mapping[str, Any], meta: CallMeta,
             *, full_response: bool = False, sink: Callable[[str], None] | None = None,
@@ -73,7 +76,8 @@ class Pipeline:
                              slug=slug, deadline=deadline,
                              stream_sink=sink if (may_stream and approach.streams) else None,
                              cancelled=cancelled, budget=budget,
-                             delegate=lambda child, creq: run_one(child, creq, False)[0])
+                             delegate=lambda child, creq: run_one(child, creq, False)[0],
+                             settings=self.settings)
             with lock:
                 contexts.append(ctx)
             return ctx

@@ -52,6 +52,11 @@ class Settings:
     local_ctx_size: int = 4096
     config: str | None = None
     cepo_config: str | None = None
+    data_dir: str | None = None
+    config_dir: str | None = None
+    allow_private_urls: str = ""
+    web_search_url: str | None = None
+    web_search_api_key: str | None = None
     redis_url: str | None = None
     cache_ttl: float = -1.0
     cache_dir: str = "~/.cache/optillm/store"
@@ -64,6 +69,27 @@ class Settings:
     azure_api_key: str | None = None
     azure_api_version: str | None = None
     azure_api_base: str | None = None
+
+    @property
+    def private_networks(self) -> bool | tuple[str, ...]:
+        """``--allow-private-urls`` for ``optillm.net.fetch``: False (none, the default), True
+        (``all``: every non-global address but the cloud metadata ones) or the CIDRs listed."""
+        value = self.allow_private_urls.strip()
+        if not value or value.lower() in ("none", "false", "0"):
+            return False
+        if value.lower() in ("all", "true", "1"):
+            return True
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+
+    @property
+    def data_path(self) -> str:
+        """The data folder (``--data-dir``; ``~/.local/share/optillm`` when unset)."""
+        return os.path.expanduser(self.data_dir or "~/.local/share/optillm")
+
+    @property
+    def config_path(self) -> str:
+        """The config folder (``--config-dir``; ``~/.config/optillm`` when unset)."""
+        return os.path.expanduser(self.config_dir or "~/.config/optillm")
 
     @property
     def uses_local_model(self) -> bool:
@@ -116,6 +142,12 @@ class Settings:
         values.setdefault("azure_api_key", env.get("AZURE_OPENAI_API_KEY") or None)
         values.setdefault("azure_api_version", env.get("AZURE_API_VERSION") or None)
         values.setdefault("azure_api_base", env.get("AZURE_API_BASE") or None)
+        # The user's data and config folders (XDG base directories), for plugins that persist.
+        # (unset: ~/.local/share/optillm and ~/.config/optillm, see data_path / config_path)
+        if env.get("XDG_DATA_HOME"):
+            values.setdefault("data_dir", os.path.join(env["XDG_DATA_HOME"], "optillm"))
+        if env.get("XDG_CONFIG_HOME"):
+            values.setdefault("config_dir", os.path.join(env["XDG_CONFIG_HOME"], "optillm"))
         if values.get("base_url") is None and env.get("OPENAI_BASE_URL"):
             values["base_url"] = env["OPENAI_BASE_URL"]
         settings = cls(**{k: v for k, v in values.items() if v is not None})
@@ -172,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--config", help="gateway YAML: model_groups, general_settings, profiles")
     add("--cepo-config", help="YAML of cepo's defaults (cepo_* option names, prefix optional); "
                               "request fields still win")
+    add("--data-dir", help="folder for what plugins persist (spl strategies, memory); default "
+                           "$XDG_DATA_HOME/optillm or ~/.local/share/optillm")
+    add("--config-dir", help="folder of plugin configs (mcp_config.json); default "
+                             "$XDG_CONFIG_HOME/optillm or ~/.config/optillm")
+    add("--allow-private-urls", help="let readurls/web_search reach private addresses: 'all' or "
+                                     "comma-separated CIDRs (default: none; metadata addresses "
+                                     "only when listed)")
+    add("--web-search-url", help="web_search backend: a SearXNG instance or a search API URL")
+    add("--web-search-api-key", help="key for the web_search API backend (never sent elsewhere)")
     add("--redis-url", help="Redis for the response cache and stored responses "
                             "(else an on-disk store under --cache-dir)")
     add("--cache-ttl", type=float, help="seconds a deterministic response stays cached; 0 turns "
