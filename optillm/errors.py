@@ -8,6 +8,7 @@ Hierarchy::
     ├── NotFoundError            404  unknown model or approach
     ├── PayloadTooLargeError     413  body over the size limit
     ├── RateLimitError           429  upstream or proxy rate limit
+    ├── MissingExtraError        501  a plugin's optional dependency is not installed
     ├── UpstreamError            502  upstream failed (carries the upstream's message)
     └── UpstreamTimeoutError     504  upstream did not answer in time
 
@@ -103,6 +104,20 @@ class UpstreamTimeoutError(OptillmError):
     status = 504
     type = "upstream_error"
     code = "upstream_timeout"
+
+
+class MissingExtraError(OptillmError):
+    """An approach or plugin needs an optional dependency this server lacks. The message names
+    the install command: ``MissingExtraError.for_extra("memory", "rank_bm25")``."""
+
+    status = 501
+    type = "server_error"
+    code = "missing_extra"
+
+    @classmethod
+    def for_extra(cls, slug: str, extra: str, module: str | None = None) -> MissingExtraError:
+        what = f" ({module} is not installed)" if module else ""
+        return cls(f"{slug!r} needs the '{extra}' extra{what}: pip install 'optillm[{extra}]'")
 
 
 class CapabilityError(BadRequestError):

@@ -15,6 +15,10 @@ Model-name forms of the built-in parser::
 
 A prefix counts only when every part of it is a registered slug, so ``llama-3-8b`` stays a
 model name; a prefix joined by ``&``/``|`` naming an unknown approach is a 404.
+
+``auto`` (OptiLLM's default approach) is not an approach but this very decision: the body's
+``optillm_approach: "auto"`` and the ``auto-<model>`` prefix mean "as the rest says" (the
+tag, the model name, else passthrough), the same as ``--approach auto``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from .registry import Registry
 from .types import Message
 
 SINGLE, SEQUENCE, PARALLEL = "single", "sequence", "parallel"
+AUTO = "auto"
 _TAG = re.compile(r"<optillm_approach>\s*(.*?)\s*</optillm_approach>", re.DOTALL)
 
 
@@ -125,6 +130,9 @@ def plan_for_model(model: str, registry: Registry, hook=None, default_approach: 
     Raises:
         NotFoundError: an unknown approach is named. BadRequestError: a malformed spec.
     """
+    if model.startswith(AUTO + "-") and AUTO not in registry and len(model) > len(AUTO) + 1:
+        model = model[len(AUTO) + 1:]  # auto-<model>: as the rest of the name says
+        default_approach = AUTO
     parsed = hook.parse_model(model=model, registry=registry) if hook is not None \
         else parse_prefix(model, registry)
     if parsed:
@@ -151,6 +159,8 @@ def parse_plan(model: str, body: Mapping[str, Any], messages: tuple[Message, ...
     if spec is not None and not isinstance(spec, str):
         raise BadRequestError("'optillm_approach' must be a string", param="optillm_approach")
     spec = spec or tag
+    if spec is not None and spec.strip() == AUTO and AUTO not in registry:
+        spec = None  # "auto" (body or tag): decide as if nothing were named
     if not spec and body.get("tts_strategy") is not None and "deepconf" in registry:
         spec = "deepconf"  # the test-time-scaling service's request fields (tts_*)
     if spec:

@@ -89,3 +89,19 @@ def test_bare_slug_uses_default_model(registry):
 def test_optillm_approach_must_be_a_string(registry):
     with pytest.raises(BadRequestError):
         plan_of("gpt-4o", registry, body={"optillm_approach": 3})
+
+
+def test_auto_means_as_the_rest_says(client, fake):
+    """``auto`` is the decision itself: body value, prefix and tag all defer to the rest."""
+    from ..conftest import chat
+
+    fake.default = "x"
+    chat(client, model="auto-re2-fake", content="Q")
+    assert fake.history[-1].model == "fake"
+    assert fake.history[-1].messages[-1].content.endswith("Read the question again: Q")
+    chat(client, model="re2-fake", content="Q", optillm_approach="auto")
+    assert fake.history[-1].messages[-1].content.endswith("Read the question again: Q")
+    before = len(fake.forwarded)
+    r = chat(client, model="auto-fake", content="plain")
+    assert r.status_code == 200 and len(fake.forwarded) == before + 1  # the passthrough
+    assert b'"model": "fake"' in fake.forwarded[-1] or b'"model":"fake"' in fake.forwarded[-1]
