@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .concurrency import BoundedExecutor
-from .context import Answer, Budget, RunContext
-from .errors import BadRequestError, UpstreamError
+from .context import Answer, Budget, Cancelled, RunContext
+from .errors import BadRequestError, OptillmError, UpstreamError
 from .plan import PARALLEL, SEQUENCE, Plan
 from .registry import Registry
 from .settings import Settings
@@ -102,8 +102,22 @@ class Pipeline:
 
         if plan.op == PARALLEL:
             runs = [(slug, i) for i in range(request.n) for slug in plan.slugs]
-            per = self.executor.map(lambda r: run_one(r[0], base.replace(n=1), False)[:1], runs)
-            choices = [c for group in per for c in group]
+
+            def branch(r: tuple[str, int]) -> list[Choice] | OptillmError:
+                try:
+                    return run_one(r[0], base.replace(n=1), False)[:1]
+                except OptillmError as exc:  # reported in its own choice, not a lost request
+                    if isinstance(exc, Cancelled):
+                        raise
+                    return exc
+
+            per = self.executor.map(branch, runs)
+            failures = [e for e in per if isinstance(e, OptillmError)]
+            if len(failures) == len(per):
+                raise failures[0]
+            choices = [c for (slug, _), group in zip(runs, per, strict=True)
+                       for c in (_error_choice(slug, group) if isinstance(group, OptillmError)
+                                 else group)]
         elif plan.op == SEQUENCE:
             per = self.executor.map(lambda i: run_sequence(base.replace(n=1), streaming_single),
                                     range(request.n))
@@ -124,6 +138,13 @@ class Pipeline:
                    for i, c in enumerate(choices)]
         completion = Completion(choices=tuple(choices), usage=usage, model=request.model)
         return PipelineResult(completion, sent[0])
+
+
+def _error_choice(slug: str, exc: OptillmError) -> list[Choice]:
+    """The choice of a ``|`` branch that failed: empty content, ``finish_reason`` "stop" and
+    ``optillm_error`` = the branch's OpenAI error object plus its approach."""
+    error = {**exc.to_dict()["error"], "approach": slug, "status": exc.status}
+    return [Choice(0, Message("assistant", ""), "stop", None, {"optillm_error": error})]
 
 
 def request_budget(body: Mapping[str, Any]) -> Budget:

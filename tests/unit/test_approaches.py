@@ -174,3 +174,29 @@ def test_n_runs_are_concurrent(make_app, fake):
     client = make_app().test_client()
     chat(client, model="re2-fake", n=4)
     assert fake.max_active == 4
+
+
+def test_a_failing_parallel_branch_is_reported_in_its_choice(client, fake, openapi):
+    from optillm.errors import UpstreamError
+
+    fake.when_contains("Read the question again", "from re2")
+    fake.when(lambda r: r.n == 3, UpstreamError("upstream: boom"))  # bon's candidates
+    r = chat(client, model="re2|bon-fake")
+    assert r.status_code == 200
+    data = r.get_json()
+    openapi(data, "CreateChatCompletionResponse")
+    first, second = data["choices"]
+    assert first["message"]["content"] == "from re2" and "optillm_error" not in first
+    assert second["message"]["content"] == ""
+    assert second["optillm_error"]["approach"] == "bon"
+    assert second["optillm_error"]["status"] == 502 and "boom" in second["optillm_error"][
+        "message"]
+    assert data["usage"]["completion_tokens"] == 2  # only the call that answered
+
+
+def test_every_parallel_branch_failing_is_the_error(client, fake):
+    from optillm.errors import UpstreamError
+
+    fake.default = UpstreamError("upstream: down")
+    r = chat(client, model="re2|bon-fake")
+    assert r.status_code == 502 and "down" in r.get_json()["error"]["message"]
