@@ -10,7 +10,8 @@ validate (``jsonschema``, the ``json`` extra). An invalid reply gets up to
 ``json_repair_attempts`` follow-up calls, each showing the model its reply and the exact error.
 The answer is the JSON value, serialised compactly; when nothing validates the client gets a
 502 (``invalid_json_output``) with the last error. A request without ``response_format`` is
-treated as ``json_object``. A schema that is itself invalid is a 400.
+treated as ``json_object``. A schema that is itself invalid is a 400; a ``json_schema``
+request on a server without ``jsonschema`` is a 501 (``MissingExtraError``, ``missing_extra``).
 
 Calls: ``1 + r`` where ``r <= json_repair_attempts`` is the number of repairs needed (``+1``
 when the upstream refuses ``response_format``); all sequential. The plugin sets no sampling
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..context import Answer, RunContext
-from ..errors import BadRequestError, UpstreamError
+from ..errors import BadRequestError, MissingExtraError, UpstreamError
 from ..types import Message
 
 SLUG = "json"
@@ -100,8 +101,7 @@ def _validator(schema: dict | None):
     try:
         import jsonschema
     except ImportError:
-        raise BadRequestError(f"plugin {SLUG!r} needs the '{EXTRA}' extra: pip install "
-                              f"'optillm[{EXTRA}]'", code="missing_extra") from None
+        raise MissingExtraError.for_extra(SLUG, EXTRA, "jsonschema") from None
     cls = jsonschema.validators.validator_for(schema)
     try:
         cls.check_schema(schema)

@@ -7,8 +7,10 @@ The servers come from a JSON config shaped like Claude Desktop's::
                     "remote": {"url": "http://127.0.0.1:8000/mcp"}}}
 
 (``command``/``args`` for a stdio server, launched as a subprocess with the SDK's minimal
-environment plus ``env``; ``url`` for a streamable-HTTP server). The path is the option
-``mcp_config``, default ``~/.config/optillm/mcp_config.json``. For each request the plugin
+environment plus ``env``; ``url`` for a streamable-HTTP server). The file is
+``<config folder>/mcp_config.json``, the config folder being the server's ``--config-dir``
+(``ctx.settings.config_path``); the request cannot name another file, since the config decides
+which programs the server runs. For each request the plugin
 connects to every server concurrently (a server that fails is skipped and named in the
 metadata), lists their tools and offers them to the upstream as OpenAI ``tools`` (named
 ``<server>__<tool>``, alongside any tools of the client's own). While the model answers with
@@ -22,11 +24,12 @@ Calls: 1 + (rounds with tool calls), at most ``mcp_max_rounds + 1``; each call n
 results of the one before, so the depth equals the call count. The client's parameters apply
 to every call (``tools`` is replaced by the combined list).
 
-Options (request body): ``mcp_config`` (str or null: the config file), ``mcp_max_rounds`` (int
-1-20, default 5), ``mcp_timeout`` (seconds 1-300, default 30: connecting and each tool call).
+Options (request body): ``mcp_max_rounds`` (int 1-20, default 5), ``mcp_timeout`` (seconds
+1-300, default 30: connecting and each tool call).
 
-Errors: ``BadRequestError`` when the config is missing or malformed; ``missing_extra`` when the
-``mcp`` SDK is not installed (extra ``mcp``).
+Errors: ``BadRequestError`` (400, code ``mcp_not_configured``) when the server has no config or
+it is malformed (the message does not show the server's path); ``MissingExtraError`` (501,
+``missing_extra``) when the ``mcp`` SDK is not installed (extra ``mcp``).
 """
 
 from __future__ import annotations
@@ -40,17 +43,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..context import Answer, RunContext
-from ..errors import BadRequestError
+from ..errors import BadRequestError, MissingExtraError
 from ..types import Message
 
 SLUG = "mcp"
 EXTRA = "mcp"
 RESULT_CHARS = 8000
+CONFIG_NAME = "mcp_config.json"
 
 
 @dataclass(frozen=True)
 class Options:
-    mcp_config: str | None = None
     mcp_max_rounds: int = 5
     mcp_timeout: float = 30.0
 
@@ -61,37 +64,40 @@ class Options:
             raise ValueError("mcp_timeout must be between 1 and 300 seconds")
 
 
-def default_config_path() -> str:
-    return os.path.join(os.path.expanduser("~/.config"), "optillm", "mcp_config.json")
+def config_file(config_path: str) -> str:
+    """The MCP config in the server's config folder: ``<config_path>/mcp_config.json``."""
+    return os.path.join(config_path, CONFIG_NAME)
+
+
+def _not_configured(why: str) -> BadRequestError:
+    return BadRequestError(f"plugin {SLUG!r}: {why}", code="mcp_not_configured")
 
 
 def load_config(path: str) -> dict[str, dict[str, Any]]:
     """The ``mcpServers`` entries of the config at ``path``.
 
     Raises: BadRequestError when the file is missing, not JSON, or an entry has neither a
-    ``command`` nor a ``url``.
+    ``command`` nor a ``url``; the client sees the file's name, not the server's folder.
     """
     try:
-        with open(os.path.expanduser(path), encoding="utf-8") as fh:
+        with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except FileNotFoundError:
-        raise BadRequestError(f"plugin {SLUG!r}: no MCP config at {path}",
-                              param="mcp_config") from None
+        raise _not_configured(f"this server has no MCP config ({CONFIG_NAME} in its "
+                              f"--config-dir)") from None
     except (OSError, ValueError) as exc:
-        raise BadRequestError(f"plugin {SLUG!r}: cannot read MCP config {path}: {exc}",
-                              param="mcp_config") from None
+        raise _not_configured(f"cannot read the server's {CONFIG_NAME}: "
+                              f"{type(exc).__name__}") from None
     servers = data.get("mcpServers") if isinstance(data, dict) else None
     if not isinstance(servers, dict):
-        raise BadRequestError(f"plugin {SLUG!r}: {path} has no 'mcpServers' object",
-                              param="mcp_config")
+        raise _not_configured(f"the server's {CONFIG_NAME} has no 'mcpServers' object")
     for name, entry in servers.items():
         ok = isinstance(entry, dict) and (
             isinstance(entry.get("command"), str) or isinstance(entry.get("url"), str))
         if not ok or not isinstance(entry.get("args", []), list) \
                 or not isinstance(entry.get("env", {}), dict):
-            raise BadRequestError(f"plugin {SLUG!r}: server {name!r} in {path} needs a "
-                                  f"'command' (with list 'args') or a 'url'",
-                                  param="mcp_config")
+            raise _not_configured(f"server {name!r} in the server's {CONFIG_NAME} needs a "
+                                  f"'command' (with list 'args') or a 'url'")
     return servers
 
 
@@ -185,12 +191,11 @@ class Toolbox:
 
 def run(ctx: RunContext) -> Answer:
     opts: Options = ctx.options
-    servers = load_config(opts.mcp_config or default_config_path())
+    servers = load_config(config_file(ctx.settings.config_path))
     try:
         import mcp  # noqa: F401
     except ImportError:
-        raise BadRequestError(f"plugin {SLUG!r} needs the {EXTRA!r} extra: pip install "
-                              f"'optillm[{EXTRA}]'", code="missing_extra") from None
+        raise MissingExtraError.for_extra(SLUG, EXTRA, "mcp") from None
     return asyncio.run(_run(ctx, opts, servers))
 
 

@@ -11,11 +11,13 @@ the ``memory`` extra) and the best ``memory_top_k`` go, in their original order,
 call, which keeps the rest of the conversation (system prompt, earlier turns) as it was and is
 streamed (``final=True``). A message without context (a single line) is answered directly.
 
-Persistence is opt-in: with ``memory_persist_path`` (a relative path under the user's data
-directory, ``$XDG_DATA_HOME/optillm`` else ``~/.local/share/optillm``) earlier notes are loaded
-for retrieval and this request's notes appended (file lock plus atomic replace, so several
-gunicorn workers can share the file; the newest ``MAX_STORED`` notes are kept). Only then does
-an answer depend on earlier requests, by the client's choice.
+Persistence is opt-in: with ``memory_persist_path`` (a relative name, resolved under
+``<data folder>/memory``, the data folder being the server's ``--data-dir``,
+``ctx.settings.data_path``; a name that leaves that folder by ``..``, an absolute path or a
+symlink is a 400) earlier notes are loaded for retrieval and this request's notes appended
+(file lock plus atomic replace, so several gunicorn workers can share the file; the newest
+``MAX_STORED`` notes are kept). Only then does an answer depend on earlier requests, by the
+client's choice. The client names a file; where the folder is stays the server's decision.
 
 Calls: ``chunks + 1`` (chunks = ``min(ceil(len(context) / memory_chunk_chars),
 memory_max_chunks)``; 1 without context). Critical path: 2 calls. The note calls set
@@ -24,6 +26,9 @@ memory_max_chunks)``; 1 without context). Critical path: 2 calls. The note calls
 Options (request body): ``memory_chunk_chars`` (int, 200-100000, default 4000),
 ``memory_max_chunks`` (int, 1-256, default 32), ``memory_top_k`` (int, 1-100, default 8),
 ``memory_persist_path`` (str or None).
+
+Errors: ``MissingExtraError`` (501, ``missing_extra``) when ranking needs ``rank-bm25`` and it
+is not installed (extra ``memory``).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..context import Answer, RunContext
-from ..errors import BadRequestError
+from ..errors import BadRequestError, MissingExtraError
 from ..types import Completion
 
 SLUG = "memory"
@@ -68,13 +73,6 @@ class Options:
                     or "\\" in path or ":" in path):
                 raise ValueError("memory_persist_path must be a relative path inside the "
                                  "user's data directory (no '..', not absolute)")
-
-
-def user_data_dir() -> Path:
-    """``$XDG_DATA_HOME/optillm``, else ``~/.local/share/optillm`` (not created here)."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"),
-                                                          ".local", "share")
-    return Path(base) / "optillm"
 
 
 def split_query(text: str) -> tuple[str, str]:
@@ -148,15 +146,14 @@ def rank(notes: list[str], question: str, k: int) -> list[int]:
     """Indices of the ``k`` notes BM25 ranks best for ``question``, in their original order
     (the first ``k`` when no note shares a word with the question).
 
-    Raises: BadRequestError (code ``missing_extra``) when ``rank-bm25`` is not installed.
+    Raises: MissingExtraError (501) when ``rank-bm25`` is not installed.
     """
     if len(notes) <= k:
         return list(range(len(notes)))
     try:
         from rank_bm25 import BM25Okapi
     except ImportError:
-        raise BadRequestError(f"plugin {SLUG!r} needs the '{EXTRA}' extra: pip install "
-                              f"'optillm[{EXTRA}]'", code="missing_extra") from None
+        raise MissingExtraError.for_extra(SLUG, EXTRA, "rank-bm25") from None
     bm25 = BM25Okapi([_tokens(n) or ["_"] for n in notes])
     scores = bm25.get_scores(_tokens(question) or ["_"])
     if not any(s > 0 for s in scores):
@@ -210,8 +207,12 @@ def store_notes(path: Path, notes: list[str]) -> None:
             raise
 
 
-def persist_file(option: str) -> Path:
-    root = user_data_dir()
+def persist_file(option: str, data_path: str) -> Path:
+    """The notes file ``option`` names: under ``<data_path>/memory``, symlinks resolved.
+
+    Raises: BadRequestError when it would lie outside that folder.
+    """
+    root = Path(data_path) / "memory"
     path = (root / option).resolve()
     if root.resolve() not in path.parents:
         raise BadRequestError("memory_persist_path must stay inside the user's data directory",
@@ -224,11 +225,12 @@ def run(ctx: RunContext) -> Answer | Completion:
     context, question = split_query(ctx.query)
     if not context:
         return ctx.complete(final=True)
+    path = (persist_file(opts.memory_persist_path, ctx.settings.data_path)
+            if opts.memory_persist_path else None)  # refused before any call
     chunks = chunk_text(context, opts.memory_chunk_chars, opts.memory_max_chunks)
     replies = ctx.map(lambda c: ctx.complete(ctx.with_query(notes_prompt(c, question)),
                                              temperature=0).text, chunks)
     new_notes = [n for r in replies for n in parse_notes(r)]
-    path = persist_file(opts.memory_persist_path) if opts.memory_persist_path else None
     old_notes = load_notes(path) if path else []
     notes = old_notes + new_notes
     chosen = rank(notes, question, opts.memory_top_k)

@@ -28,7 +28,7 @@ needed), ``privacy_approach`` (str or null: an approach slug to run on the anony
 conversation, e.g. ``"moa"``), ``privacy_min_score`` (float 0-1, default 0.5: Presidio
 findings below it are ignored).
 
-Errors: ``BadRequestError`` (code ``missing_extra``) when ``privacy_ner`` is on and
+Errors: ``MissingExtraError`` (501, code ``missing_extra``) when ``privacy_ner`` is on and
 ``presidio-analyzer``/``spacy``/the model package are missing (extra ``privacy``).
 """
 
@@ -44,7 +44,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..context import Answer, RunContext
-from ..errors import BadRequestError
+from ..errors import MissingExtraError
 from ..types import Message
 
 SLUG = "privacy"
@@ -136,10 +136,9 @@ def regex_findings(text: str) -> list[Finding]:
 
 # -- Presidio -----------------------------------------------------------------------------------
 
-def _missing(what: str) -> BadRequestError:
-    return BadRequestError(f"plugin {SLUG!r} needs the {EXTRA!r} extra ({what} is missing): "
-                           f"pip install 'optillm[{EXTRA}]' (or send privacy_ner=false for "
-                           f"regex-only detection)", code="missing_extra")
+def _missing(what: str) -> MissingExtraError:
+    base = MissingExtraError.for_extra(SLUG, EXTRA, what).message
+    return MissingExtraError(f"{base} (or send privacy_ner=false for regex-only detection)")
 
 
 def _model_path() -> str:
@@ -160,7 +159,7 @@ def _model_path() -> str:
 def analyzer():
     """Presidio's ``AnalyzerEngine`` over the local spaCy model, loaded once per process.
 
-    Raises: BadRequestError (``missing_extra``) when presidio, spaCy or the model is missing.
+    Raises: MissingExtraError (501) when presidio, spaCy or the model is missing.
     """
     try:
         from presidio_analyzer import AnalyzerEngine

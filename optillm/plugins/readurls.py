@@ -13,15 +13,16 @@ Like OptiLLM's plugin, the answer is the augmented message and no model call is 
 a chain (``readurls&memory-<model>``) the next stage reads the pages. With
 ``readurls_answer=true`` the plugin answers the augmented conversation itself (one final call).
 
-``readurls_allow_private`` is refused (400) unless the server allows private addresses
-(``SERVER_ALLOWS_PRIVATE``; a server setting, never the client's choice).
+Which private networks may be fetched is the server's ``--allow-private-urls``
+(``ctx.settings.private_networks``: none by default), never the client's choice; no body
+field widens it.
 
 Calls: 0 (1 with ``readurls_answer``), plus ``min(urls, readurls_max_urls)`` HTTP fetches,
 concurrent. Critical path: one fetch (plus the answer call).
 
 Options (request body): ``readurls_max_urls`` (int, 1-20, default 5), ``readurls_max_chars``
 (int, 100-200000, default 8000), ``readurls_timeout`` (float seconds, 0-60, default 10),
-``readurls_answer`` (bool, default false), ``readurls_allow_private`` (bool, default false).
+``readurls_answer`` (bool, default false).
 """
 
 from __future__ import annotations
@@ -33,13 +34,9 @@ from dataclasses import dataclass
 
 from .. import net
 from ..context import Answer, RunContext
-from ..errors import BadRequestError
 
 SLUG = "readurls"
 EXTRA = "readurls"
-
-#: Whether this server lets clients fetch private addresses (off; see the module docstring).
-SERVER_ALLOWS_PRIVATE = False
 
 URL_RE = re.compile(r"https?://[^\s<>\"'`\])}]+", re.I)
 
@@ -50,7 +47,6 @@ class Options:
     readurls_max_chars: int = 8000
     readurls_timeout: float = 10.0
     readurls_answer: bool = False
-    readurls_allow_private: bool = False
 
     def __post_init__(self):
         if not 1 <= self.readurls_max_urls <= 20:
@@ -85,6 +81,18 @@ def _strip_tags(markup: str) -> str:
     return html.unescape(re.sub(r"(?s)<[^>]+>", " ", markup))
 
 
+def _trafilatura_text(markup: str) -> str | None:
+    """trafilatura's main text, or None when it is missing, fails to import or finds none."""
+    try:
+        import trafilatura
+    except Exception:  # noqa: BLE001 - ImportError of any kind: not installed, or lxml
+        return None    # without lxml_html_clean (lxml.html.clean split off); fall back
+    try:
+        return trafilatura.extract(markup, include_comments=False)
+    except Exception:  # noqa: BLE001 - a page it cannot parse
+        return None
+
+
 def page_text(page: net.Fetched) -> str:
     """The readable text of a fetched page, whitespace collapsed."""
     raw = page.text
@@ -96,13 +104,7 @@ def page_text(page: net.Fetched) -> str:
         except ValueError:
             text = raw
     else:
-        text = None
-        try:
-            import trafilatura
-
-            text = trafilatura.extract(raw, include_comments=False)
-        except Exception:  # noqa: BLE001 - missing or broken (lxml split); fall back
-            text = None
+        text = _trafilatura_text(raw)
         if not text:
             try:
                 text = _bs4_text(raw)
@@ -111,8 +113,9 @@ def page_text(page: net.Fetched) -> str:
     return re.sub(r"[ \t\r\f\v]+", " ", re.sub(r"\n\s*\n+", "\n", text or "")).strip()
 
 
-def read_url(url: str, opts: Options, allow_private) -> dict:
-    """``{"url", "ok", "text" | "error", "truncated"}``; never raises for a bad page."""
+def read_url(url: str, opts: Options, allow_private: bool | tuple[str, ...] = False) -> dict:
+    """``{"url", "ok", "text" | "error", "truncated"}``; never raises for a bad page.
+    ``allow_private`` is the server's ``private_networks`` (see ``optillm.net.fetch``)."""
     try:
         page = net.fetch(url, allow_private=allow_private, timeout=opts.readurls_timeout)
     except net.FetchError as exc:
@@ -142,10 +145,7 @@ def augment(query: str, results: list[dict]) -> str:
 
 def run(ctx: RunContext) -> Answer:
     opts = ctx.options
-    if opts.readurls_allow_private and not SERVER_ALLOWS_PRIVATE:
-        raise BadRequestError("readurls_allow_private is refused: this server does not allow "
-                              "fetching private addresses", param="readurls_allow_private")
-    allow_private = bool(opts.readurls_allow_private and SERVER_ALLOWS_PRIVATE)
+    allow_private = ctx.settings.private_networks  # server policy, never the request's
     urls = find_urls(ctx.query)[:opts.readurls_max_urls]
     results = ctx.map(lambda u: read_url(u, opts, allow_private), urls) if urls else []
     text = augment(ctx.query, results)

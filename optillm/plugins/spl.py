@@ -4,19 +4,20 @@ used to create or refine the strategy for next time.
 
 After OptiLLM's system-prompt-learning plugin (the idea of learning a system prompt of
 problem-solving strategies from experience; cf. Karpathy's "system prompt learning" note). The
-strategies live in a JSON store, ``<spl_data_dir>/strategies.json``, shared by every worker and
-request; each update takes an exclusive ``fcntl`` lock on ``strategies.json.lock``, reads the
-store, changes it and writes it back with an atomic ``os.replace``, so concurrent workers never
-lose each other's updates and readers never see half a file (reads take no lock).
+strategies live in a JSON store, ``<data folder>/spl/strategies.json`` (the data folder is the
+server's ``--data-dir``, ``ctx.settings.data_path``; never chosen by the request), shared by
+every worker and request; each update takes an exclusive ``fcntl`` lock on
+``strategies.json.lock``, reads the store, changes it and writes it back with an atomic
+``os.replace``, so concurrent workers never lose each other's updates and readers never see
+half a file (reads take no lock).
 
 Calls: 2 + (1 if ``spl_learning``): classify, answer (``final=True``, streamed when the client
 streams) and, when learning, one call that writes or refines the strategy. Depth: the same
 (each call needs the previous one). The classify and learn calls set ``temperature`` 0.1 and
 their own ``max_tokens``; the answer call gets the client's parameters.
 
-Options (request body): ``spl_learning`` (bool, default false), ``spl_data_dir`` (str or null:
-the store's directory; default ``~/.local/share/optillm/spl``), ``spl_max_strategies`` (int 1-10,
-default 3: strategies injected into the prompt).
+Options (request body): ``spl_learning`` (bool, default false), ``spl_max_strategies`` (int
+1-10, default 3: strategies injected into the prompt).
 """
 
 from __future__ import annotations
@@ -56,19 +57,16 @@ LEARN_PROMPT = ("You improve a library of problem-solving strategies.\n"
 @dataclass(frozen=True)
 class Options:
     spl_learning: bool = False
-    spl_data_dir: str | None = None
     spl_max_strategies: int = 3
 
     def __post_init__(self):
         if not 1 <= self.spl_max_strategies <= 10:
             raise ValueError("spl_max_strategies must be between 1 and 10")
-        if self.spl_data_dir is not None and not self.spl_data_dir.strip():
-            raise ValueError("spl_data_dir must be a non-empty path")
 
 
-def default_data_dir() -> str:
-    """``~/.local/share/optillm/spl`` (the user's data directory, never site-packages)."""
-    return os.path.join(os.path.expanduser("~/.local/share"), "optillm", "spl")
+def store_dir(data_path: str) -> str:
+    """The store's folder, ``<data_path>/spl`` (the server's data folder, never site-packages)."""
+    return os.path.join(data_path, "spl")
 
 
 # -- the store ------------------------------------------------------------------------------------
@@ -77,7 +75,7 @@ class StrategyStore:
     """The JSON strategy store in ``directory`` (created on first write)."""
 
     def __init__(self, directory: str):
-        self.directory = os.path.expanduser(directory)
+        self.directory = directory
         self.path = os.path.join(self.directory, "strategies.json")
 
     def load(self) -> dict[str, Any]:
@@ -200,7 +198,7 @@ def with_system(messages: list[Message], addition: str) -> list[Message]:
 
 def run(ctx: RunContext) -> Answer:
     opts: Options = ctx.options
-    store = StrategyStore(opts.spl_data_dir or default_data_dir())
+    store = StrategyStore(store_dir(ctx.settings.data_path))
     query = ctx.query
     reply = ctx.complete([Message("user", CLASSIFY_PROMPT.format(
         types=", ".join(PROBLEM_TYPES), query=query))], temperature=0.1, max_tokens=16)

@@ -1,13 +1,29 @@
 """``web_search``: search the web and answer with the results in the prompt.
 
-Backends are plain HTTP JSON APIs (no browser automation), chosen per request:
+Backends are plain HTTP JSON APIs (no browser automation):
 
-- ``searxng``: ``GET {web_search_url}/search?q=...&format=json`` (a SearXNG instance with the
-  JSON format enabled); results ``{"results": [{"title", "url", "content"}]}``.
-- ``brave``: Brave-style search API, ``GET {web_search_url}?q=...&count=N`` with the key in
+- ``searxng``: ``GET {url}/search?q=...&format=json`` (a SearXNG instance with the JSON format
+  enabled); results ``{"results": [{"title", "url", "content"}]}``.
+- ``brave``: Brave-style search API, ``GET {url}?q=...&count=N`` with the key in
   ``X-Subscription-Token``; results ``{"web": {"results": [{"title", "url", "description"}]}}``.
-- ``serper``: Serper-style API, ``POST {web_search_url}`` with ``{"q", "num"}`` and the key in
+- ``serper``: Serper-style API, ``POST {url}`` with ``{"q", "num"}`` and the key in
   ``X-API-KEY``; results ``{"organic": [{"title", "link", "snippet"}]}``.
+
+Where searches go is the server's choice (``backend_for``): the URL is the server's
+``--web-search-url`` (``ctx.settings.web_search_url``). A request may name another one with
+``web_search_url``, but only a host that passes ``optillm.net``'s address policy under the
+server's ``--allow-private-urls`` (``ctx.settings.private_networks``): loopback, private,
+link-local, CGNAT and cloud metadata addresses (127.0.0.1, 10.x, 169.254.169.254, ...) are
+refused with a 400 before any connection, so a client cannot aim the proxy at the server's own
+network. The key is the server's ``--web-search-api-key`` (else the body's
+``web_search_api_key``) with the server's URL; with a URL from the request only the request's
+own key is sent, never the server's.
+
+The SearXNG GET goes through ``optillm.net.fetch``: the connection is pinned to the checked
+address (no DNS rebinding), redirects are re-checked, the answer is capped at
+``MAX_ANSWER_BYTES`` and the whole fetch at ``web_search_timeout``. The Brave and Serper
+requests carry a key header (``net.fetch`` sends none), so they go through ``httpx`` (no
+redirects, no environment proxies, the answer capped) behind the host check above.
 
 The search query is the last user message (first ``QUERY_CHARS`` characters). The results are
 appended to it as numbered sources and the whole conversation is answered by one call
@@ -19,19 +35,25 @@ not fatal: the answer is made without results and the metadata says why.
 Calls: 1 (``answer``) or 0 (``augment``), plus one HTTP search. Depth: 1.
 
 Options (request body): ``web_search_backend`` (``searxng`` | ``brave`` | ``serper``, default
-``searxng``), ``web_search_url`` (str: the instance or API endpoint, http(s); required; a
-server may set it with the option defaults), ``web_search_api_key`` (str or null: for the key
-APIs), ``web_search_max_results`` (int 1-20, default 5), ``web_search_timeout`` (seconds,
-0.5-60, default 10), ``web_search_mode`` (``answer`` | ``augment``, default ``answer``).
+``searxng``), ``web_search_url`` (str or null: http(s); overrides the server's URL when its
+host passes the address policy, else 400), ``web_search_api_key`` (str or null: for the key
+APIs; see above), ``web_search_max_results`` (int 1-20, default 5), ``web_search_timeout``
+(seconds, 0.5-60, default 10), ``web_search_mode`` (``answer`` | ``augment``, default
+``answer``).
+
+Errors: ``BadRequestError`` (400) when no URL is configured (``web_search_url_required``) or
+the request's URL is refused or does not resolve (``web_search_url_refused``).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
+from .. import net
 from ..context import Answer, RunContext
 from ..errors import BadRequestError
 
@@ -42,6 +64,7 @@ BACKENDS = ("searxng", "brave", "serper")
 QUERY_CHARS = 400
 SNIPPET_CHARS = 500
 USER_AGENT = "optillm-web-search/1"
+MAX_ANSWER_BYTES = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -88,6 +111,55 @@ class SearchFailed(Exception):
     """The backend could not be reached or answered with something unusable."""
 
 
+@dataclass(frozen=True)
+class Backend:
+    """Where one request's searches go: ``url``, the ``api_key`` sent with them, the private
+    networks a fetch may reach (``allow_private``, as ``optillm.net.fetch`` takes it) and
+    whether the URL came from the request (``from_client``)."""
+
+    url: str
+    api_key: str | None = None
+    allow_private: bool | tuple[str, ...] = False
+    from_client: bool = False
+
+
+def backend_for(ctx: RunContext, opts: SearchOptions) -> Backend:
+    """The backend of this request, checked before anything connects (see the module
+    docstring).
+
+    Raises: BadRequestError when there is no URL, or the request's URL is refused.
+    """
+    settings = ctx.settings
+    private = settings.private_networks
+    if opts.web_search_url:
+        url = opts.web_search_url
+        parts = urlsplit(url)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            port = None
+        if port is None or not parts.hostname:
+            raise BadRequestError("web_search_url must be an http(s) URL with a host and a "
+                                  "valid port", param="web_search_url",
+                                  code="web_search_url_refused")
+        try:
+            net.check_host(parts.hostname, port, url, allow_private=private)
+        except net.FetchError as exc:
+            raise BadRequestError(f"web_search_url is refused: {exc}", param="web_search_url",
+                                  code="web_search_url_refused") from None
+        # never the server's key: it is for the server's backend only
+        return Backend(url, opts.web_search_api_key, private, from_client=True)
+    if settings.web_search_url:
+        # the operator's own backend may be local (a SearXNG on 127.0.0.1); metadata
+        # addresses stay refused by net.fetch even so
+        return Backend(settings.web_search_url,
+                       settings.web_search_api_key or opts.web_search_api_key, True)
+    raise BadRequestError(f"plugin {SLUG!r} needs a search backend: the server's "
+                          f"--web-search-url, or web_search_url in the request (a SearXNG "
+                          f"instance or search API endpoint)", param="web_search_url",
+                          code="web_search_url_required")
+
+
 def _text(value: Any, limit: int = SNIPPET_CHARS) -> str:
     text = re.sub(r"<[^>]+>", "", value if isinstance(value, str) else "")
     return re.sub(r"\s+", " ", text).strip()[:limit]
@@ -118,41 +190,61 @@ def parse_results(backend: str, data: Any, limit: int) -> list[SearchResult]:
     return out
 
 
-def search(query: str, opts: SearchOptions) -> list[SearchResult]:
-    """Search ``query`` with the configured backend.
+def search(query: str, opts: SearchOptions, backend: Backend) -> list[SearchResult]:
+    """Search ``query`` on ``backend`` (from ``backend_for``) with ``opts``' backend kind.
 
-    Raises:
-        BadRequestError: no ``web_search_url`` is configured.
-        SearchFailed: the backend failed (connection, status, not JSON).
+    Raises: SearchFailed: the backend failed (refused, connection, status, size, not JSON).
     """
-    if not opts.web_search_url:
-        raise BadRequestError(f"plugin {SLUG!r} needs web_search_url (the SearXNG instance or "
-                              f"search API endpoint)", param="web_search_url")
+    n = opts.web_search_max_results
+    kind = opts.web_search_backend
+    url = backend.url.rstrip("/")
+    if kind == "searxng":
+        target = f"{url}/search?{urlencode({'q': query, 'format': 'json'})}"
+        try:
+            page = net.fetch(target, allow_private=backend.allow_private,
+                             timeout=opts.web_search_timeout, max_bytes=MAX_ANSWER_BYTES)
+        except net.FetchError as exc:
+            raise SearchFailed(f"searxng search failed: {exc}") from exc
+        if page.truncated:
+            raise SearchFailed(f"searxng search failed: answer over {MAX_ANSWER_BYTES} bytes")
+        body = page.body
+    else:
+        body = _keyed_request(kind, url, query, n, backend.api_key, opts.web_search_timeout)
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise SearchFailed(f"{kind} search failed: the answer is not JSON ({exc})") from exc
+    return parse_results(kind, data, n)
+
+
+def _keyed_request(kind: str, url: str, query: str, n: int, key: str | None,
+                   timeout: float) -> bytes:
+    """The body of a Brave (GET) or Serper (POST) request with the key header; the URL's host
+    was checked by ``backend_for`` when the request chose it."""
     import httpx  # the upstream layer's dependency; imported where used
 
-    n = opts.web_search_max_results
     headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
-    url = opts.web_search_url.rstrip("/")
+    if kind == "brave":
+        if key:
+            headers["X-Subscription-Token"] = key
+        request = {"method": "GET", "url": url, "params": {"q": query, "count": n}}
+    else:
+        if key:
+            headers["X-API-KEY"] = key
+        request = {"method": "POST", "url": url, "json": {"q": query, "num": n}}
     try:
-        with httpx.Client(timeout=opts.web_search_timeout, follow_redirects=False,
-                          trust_env=False) as http:
-            if opts.web_search_backend == "searxng":
-                resp = http.get(url + "/search", params={"q": query, "format": "json"},
-                                headers=headers)
-            elif opts.web_search_backend == "brave":
-                if opts.web_search_api_key:
-                    headers["X-Subscription-Token"] = opts.web_search_api_key
-                resp = http.get(url, params={"q": query, "count": n}, headers=headers)
-            else:
-                if opts.web_search_api_key:
-                    headers["X-API-KEY"] = opts.web_search_api_key
-                resp = http.post(url, json={"q": query, "num": n}, headers=headers)
-            resp.raise_for_status()
-            data = resp.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        raise SearchFailed(f"{opts.web_search_backend} search failed: "
-                           f"{type(exc).__name__}: {exc}") from exc
-    return parse_results(opts.web_search_backend, data, n)
+        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as http, \
+                http.stream(headers=headers, **request) as resp:
+            resp.raise_for_status()  # a redirect too: it is not followed
+            body = bytearray()
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise SearchFailed(f"{kind} search failed: answer over "
+                                       f"{MAX_ANSWER_BYTES} bytes")
+            return bytes(body)
+    except httpx.HTTPError as exc:
+        raise SearchFailed(f"{kind} search failed: {type(exc).__name__}: {exc}") from exc
 
 
 def format_results(query: str, results: list[SearchResult], start: int = 1) -> str:
@@ -167,11 +259,12 @@ def format_results(query: str, results: list[SearchResult], start: int = 1) -> s
 
 def run(ctx: RunContext) -> Answer:
     opts: Options = ctx.options
+    backend = backend_for(ctx, opts)  # a refused URL is a 400 before any connection
     query = ctx.query.strip()[:QUERY_CHARS]
     error = None
     results: list[SearchResult] = []
     try:
-        results = search(query, opts) if query else []
+        results = search(query, opts, backend) if query else []
     except SearchFailed as exc:
         error = str(exc)
     augmented = ctx.query

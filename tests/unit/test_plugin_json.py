@@ -85,8 +85,9 @@ def test_missing_jsonschema_is_a_clear_error(make_app, fake, monkeypatch):
     client = make_app().test_client()
     res = chat(client, model="json-fake", response_format=FMT)
     err = res.get_json()["error"]
-    assert res.status_code == 400 and err["code"] == "missing_extra"
-    assert "optillm[json]" in err["message"]
+    assert res.status_code == 501 and err["code"] == "missing_extra"
+    assert "pip install 'optillm[json]'" in err["message"] and "jsonschema" in err["message"]
+    assert not fake.history
 
 
 def test_in_a_chain_after_re2(client, fake):

@@ -110,13 +110,15 @@ def test_bad_options_are_400(client, fake, body):
     assert res.status_code == 400 and not fake.history
 
 
-def test_persistence_is_opt_in_and_under_the_data_dir(client, fake, tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+def test_persistence_is_opt_in_and_under_the_data_dir(make_app, fake, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "env"))  # the plugin reads no env
+    client = make_app(data_dir=str(tmp_path / "data")).test_client()
     fake.when(is_note_call, "- the dragon is red")
     chat(client, model="memory-fake", content=f"{DOC}\n{QUESTION}", memory_chunk_chars=300,
          memory_persist_path="notes/dragons.json")
-    stored = json.loads((tmp_path / "optillm" / "notes" / "dragons.json").read_text())
+    stored = json.loads((tmp_path / "data" / "memory" / "notes" / "dragons.json").read_text())
     assert stored["notes"] and set(stored["notes"]) == {"the dragon is red"}
+    assert not (tmp_path / "env").exists()
     fake.rules.clear()
     fake.history.clear()
     fake.when(is_note_call, "NONE")
@@ -129,6 +131,18 @@ def test_persistence_is_opt_in_and_under_the_data_dir(client, fake, tmp_path, mo
     assert "the dragon is red" not in fake.history[-1].messages[-1].content
 
 
+def test_symlink_escape_from_the_data_dir_is_400(make_app, fake, tmp_path):
+    (tmp_path / "data" / "memory").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "data" / "memory" / "link").symlink_to(tmp_path / "outside")
+    client = make_app(data_dir=str(tmp_path / "data")).test_client()
+    fake.when(is_note_call, "- the dragon is red")
+    res = chat(client, model="memory-fake", content=f"{DOC}\n{QUESTION}",
+               memory_chunk_chars=300, memory_persist_path="link/x.json")
+    assert res.status_code == 400 and "memory_persist_path" in res.get_json()["error"]["message"]
+    assert list((tmp_path / "outside").iterdir()) == [] and fake.history == []
+
+
 def test_missing_rank_bm25_is_a_clear_error(make_app, fake, monkeypatch):
     monkeypatch.setitem(sys.modules, "rank_bm25", None)
     client = make_app().test_client()  # the proxy still starts
@@ -136,8 +150,8 @@ def test_missing_rank_bm25_is_a_clear_error(make_app, fake, monkeypatch):
     res = chat(client, model="memory-fake", content=f"{DOC}\n{QUESTION}", memory_chunk_chars=300,
                memory_top_k=1)
     err = res.get_json()["error"]
-    assert res.status_code == 400 and err["code"] == "missing_extra"
-    assert "optillm[memory]" in err["message"]
+    assert res.status_code == 501 and err["code"] == "missing_extra"
+    assert "pip install 'optillm[memory]'" in err["message"] and "rank-bm25" in err["message"]
 
 
 def test_in_a_chain_after_readurls(client, fake):

@@ -109,9 +109,10 @@ def test_missing_extra_is_a_clear_error(make_app, fake, monkeypatch):
     try:
         client = make_app().test_client()  # the proxy still starts
         r = chat(client, model="privacy-fake", content=SECRET)
-        assert r.status_code == 400
+        assert r.status_code == 501
         err = r.get_json()["error"]
-        assert err["code"] == "missing_extra" and "optillm[privacy]" in err["message"]
+        assert err["code"] == "missing_extra" and "pip install 'optillm[privacy]'" in err["message"]
+        assert "presidio-analyzer" in err["message"] and "privacy_ner=false" in err["message"]
         assert fake.history == []  # nothing reached the upstream un-anonymised
         assert chat(client, model="privacy-fake", privacy_ner=False).status_code == 200
     finally:

@@ -168,11 +168,15 @@ def test_connection_is_pinned_to_the_checked_address(server, connections):
 
 # -- the plugin ----------------------------------------------------------------------------
 
-def test_plugin_adds_page_text_without_a_model_call(client, fake, server, monkeypatch):
+@pytest.fixture
+def local_client(make_app):
+    """A server whose ``--allow-private-urls`` is 127.0.0.1/32 (the local test server)."""
+    return make_app(allow_private_urls="127.0.0.1/32").test_client()
+
+
+def test_plugin_adds_page_text_without_a_model_call(local_client, fake, server):
     url, _ = server
-    monkeypatch.setattr(readurls, "SERVER_ALLOWS_PRIVATE", True)
-    res = chat(client, model="readurls-fake", content=f"Summarise {url}/page, please.",
-               readurls_allow_private=True)
+    res = chat(local_client, model="readurls-fake", content=f"Summarise {url}/page, please.")
     data = res.get_json()
     assert res.status_code == 200, data
     text = data["choices"][0]["message"]["content"]
@@ -183,17 +187,15 @@ def test_plugin_adds_page_text_without_a_model_call(client, fake, server, monkey
     assert record["ok"] and record["chars"] > 0
 
 
-def test_plugin_in_a_chain_and_answering(client, fake, server, monkeypatch):
+def test_plugin_in_a_chain_and_answering(local_client, fake, server):
     url, _ = server
-    monkeypatch.setattr(readurls, "SERVER_ALLOWS_PRIVATE", True)
-    chat(client, model="readurls&re2-fake", content=f"Read {url}/plain",
-         readurls_allow_private=True)
+    chat(local_client, model="readurls&re2-fake", content=f"Read {url}/plain")
     (call,) = fake.history
     assert "plain words" in call.messages[-1].content  # re2 saw the page
     fake.history.clear()
     fake.default = "an answer"
-    data = chat(client, model="readurls-fake", content=f"Read {url}/plain",
-                readurls_allow_private=True, readurls_answer=True).get_json()
+    data = chat(local_client, model="readurls-fake", content=f"Read {url}/plain",
+                readurls_answer=True).get_json()
     assert data["choices"][0]["message"]["content"] == "an answer"
     assert "plain words" in fake.history[0].messages[-1].content
 
@@ -207,9 +209,21 @@ def test_plugin_notes_refused_and_failed_urls(client, fake, connections):
     assert connections == []
 
 
-def test_private_option_is_refused_by_default(client, fake):
-    res = chat(client, model="readurls-fake", content="x", readurls_allow_private=True)
-    assert res.status_code == 400 and "readurls_allow_private" in res.get_json()["error"]["message"]
+def test_private_access_is_the_servers_setting_only(client, local_client, fake, server,
+                                                     connections):
+    """The default server refuses loopback whatever the body says (the old
+    ``readurls_allow_private`` field widens nothing); only --allow-private-urls opens it, and
+    only for the networks it lists."""
+    url, _ = server
+    data = chat(client, model="readurls-fake", content=f"Read {url}/plain",
+                readurls_allow_private=True, optillm={"readurls_allow_private": True}).get_json()
+    (record,) = data["choices"][0]["optillm_readurls"]
+    assert record["refused"] and "loopback" in record["error"] and connections == []
+    data = chat(local_client, model="readurls-fake",
+                content=f"Read {url}/plain and http://127.0.0.2:9/x").get_json()
+    ok, refused = data["choices"][0]["optillm_readurls"]
+    assert ok["ok"] and refused["refused"]
+    assert {a[0] for a in connections} == {"127.0.0.1"}
     assert chat(client, model="readurls-fake", readurls_max_urls=0).status_code == 400
 
 
@@ -221,6 +235,29 @@ def test_non_text_pages_and_extractor_fallbacks(server, monkeypatch):
     monkeypatch.setitem(sys.modules, "bs4", None)
     result = readurls.read_url(f"{url}/page", opts, LOOPBACK)
     assert result["ok"] and "quokka" in result["text"] and "secret" not in result["text"]
+
+
+class _BrokenTrafilatura:
+    """A meta-path finder making ``import trafilatura`` fail the way lxml >= 5.2 without
+    lxml_html_clean does (an ImportError raised from inside the package's imports)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "trafilatura":
+            raise ImportError("lxml.html.clean module is now a separate project "
+                              "lxml_html_clean")
+        return None
+
+
+def test_trafilatura_import_failure_falls_back_to_bs4(server, monkeypatch):
+    url, _ = server
+    for name in [m for m in sys.modules if m == "trafilatura" or m.startswith("trafilatura.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_BrokenTrafilatura(), *sys.meta_path])
+    with pytest.raises(ImportError):
+        import trafilatura  # noqa: F401
+    result = readurls.read_url(f"{url}/page", readurls.Options(), LOOPBACK)
+    assert result["ok"] and "Rottnest Island" in result["text"]
+    assert "secret" not in result["text"]
 
 
 def test_find_urls():

@@ -6,6 +6,8 @@ import json
 import multiprocessing
 import threading
 
+import pytest
+
 from optillm.plugins import spl
 
 from ..conftest import chat
@@ -19,14 +21,16 @@ def is_learn(r):
     return "library of problem-solving strategies" in r.messages[-1].text
 
 
-def body(tmp_path, **extra):
-    return {"spl_data_dir": str(tmp_path / "spl"), **extra}
+@pytest.fixture
+def client(make_app, tmp_path):
+    """A server whose data folder (``--data-dir``) is ``tmp_path``: the store is tmp_path/spl."""
+    return make_app(data_dir=str(tmp_path)).test_client()
 
 
 def test_without_strategies_two_calls_nothing_written(client, fake, tmp_path):
     fake.when(is_classify, "arithmetic")
     fake.enqueue("4")
-    r = chat(client, model="spl-fake", **body(tmp_path))
+    r = chat(client, model="spl-fake")
     assert r.status_code == 200, r.get_json()
     assert len(fake.history) == 2
     answer_call = fake.history[1]
@@ -46,7 +50,7 @@ def test_learn_then_use_then_refine(client, fake, tmp_path):
     fake.when(lambda r: True, "the answer")
     system = {"role": "system", "content": "You are terse."}
     q = {"role": "user", "content": "Ann has 3 apples and buys 2. How many?"}
-    r = chat(client, model="spl-fake", messages=[system, q], **body(tmp_path, spl_learning=True))
+    r = chat(client, model="spl-fake", messages=[system, q], spl_learning=True)
     assert r.status_code == 200, r.get_json()
     meta = r.get_json()["choices"][0]["optillm_spl"]
     assert meta["problem_type"] == "word_problem" and meta["learned"]["refined"] is False
@@ -58,7 +62,7 @@ def test_learn_then_use_then_refine(client, fake, tmp_path):
     assert strategy["text"].startswith("1. Write down the known quantities")
 
     fake.history.clear()
-    r = chat(client, model="spl-fake", messages=[system, q], **body(tmp_path, spl_learning=True))
+    r = chat(client, model="spl-fake", messages=[system, q], spl_learning=True)
     meta = r.get_json()["choices"][0]["optillm_spl"]
     assert meta["strategies_used"] == [strategy["id"]]
     assert meta["learned"] == {"id": strategy["id"], "refined": True}
@@ -76,7 +80,7 @@ def test_garbage_replies_fall_back(client, fake, tmp_path):
     fake.when(is_classify, "¯\\_(ツ)_/¯ 42")
     fake.when(is_learn, "Strategy: ok")
     fake.when(lambda r: True, "x")
-    r = chat(client, model="spl-fake", **body(tmp_path, spl_learning=True))
+    r = chat(client, model="spl-fake", spl_learning=True)
     assert r.status_code == 200
     meta = r.get_json()["choices"][0]["optillm_spl"]
     assert meta["problem_type"] == "general" and meta["learned"] is None
@@ -88,7 +92,7 @@ def test_corrupt_store_is_not_fatal(client, fake, tmp_path):
     (tmp_path / "spl" / "strategies.json").write_text("{not json")
     fake.when(is_classify, "logic")
     fake.when(lambda r: True, "yes")
-    assert chat(client, model="spl-fake", **body(tmp_path)).status_code == 200
+    assert chat(client, model="spl-fake").status_code == 200
 
 
 def test_parsers():
@@ -103,15 +107,26 @@ def test_parsers():
 def test_options(client, tmp_path):
     assert chat(client, model="spl-fake", spl_max_strategies=0).status_code == 400
     assert chat(client, model="spl-fake", spl_learning="yes").status_code == 400
-    assert chat(client, model="spl-fake", spl_data_dir=" ").status_code == 400
     assert spl.Options().spl_learning is False
-    assert spl.default_data_dir().endswith("/.local/share/optillm/spl")
+    assert spl.store_dir("/srv/data") == "/srv/data/spl"
+
+
+def test_the_request_cannot_choose_the_store(client, fake, tmp_path):
+    """``spl_data_dir`` is no option any more: a body naming a folder writes nothing there."""
+    fake.when(is_classify, "logic")
+    fake.when(is_learn, "Strategy: 1. List the premises. 2. Check each conclusion.")
+    fake.when(lambda r: True, "yes")
+    evil = tmp_path / "evil"
+    r = chat(client, model="spl-fake", spl_learning=True, spl_data_dir=str(evil),
+             optillm={"spl_data_dir": str(evil)})
+    assert r.status_code == 200, r.get_json()
+    assert not evil.exists() and (tmp_path / "spl" / "strategies.json").exists()
 
 
 def test_in_a_chain(client, fake, tmp_path):
     fake.when(is_classify, "arithmetic")
     fake.enqueue("Read: 2+2", "4")
-    r = chat(client, model="re2&spl-fake", **body(tmp_path))
+    r = chat(client, model="re2&spl-fake")
     assert r.status_code == 200
     assert r.get_json()["choices"][0]["message"]["content"] == "4"
     assert "Read: 2+2" in fake.history[1].messages[-1].text  # re2's answer is spl's query

@@ -1,15 +1,20 @@
 """``web_search`` against a local stub search server on 127.0.0.1: the three backends, the
-results in the prompt, augment mode, malformed and failing backends, options, a chain.
+results in the prompt, augment mode, malformed and failing backends, options, a chain; and
+the server's policy: a request's ``web_search_url`` on a loopback/private/metadata host is a
+400 before any connection, the server's key never goes to a request's URL.
 
-``StubSearch`` is also used by the ``deep_research`` tests."""
+``StubSearch`` is also used by the ``deep_research`` tests (it serves pages too)."""
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from urllib3.util import connection as u3conn
 
+from optillm import net
 from optillm.plugins import web_search
 
 from ..conftest import chat
@@ -18,13 +23,16 @@ from ..conftest import chat
 class StubSearch:
     """A search server answering SearXNG (``/search``), Brave (``/brave``) and Serper
     (``/serper``) requests; ``results(query) -> [(title, url, snippet)]`` decides the results,
-    ``requests`` records ``(path, query, headers)``."""
+    ``requests`` records ``(path, query, headers)``. ``pages`` maps a path to
+    ``(content type, bytes)`` served on GET; ``page_requests`` records their paths."""
 
     def __init__(self, results=None):
         self.results = results or (lambda q: [(f"About {q}", f"https://ex.com/{len(q)}",
                                                f"Snippet on {q}.")])
         self.requests = []
         self.raw = None  # bytes to answer with instead of results (malformed answers)
+        self.pages = {}
+        self.page_requests = []
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,6 +62,15 @@ class StubSearch:
 
             def do_GET(self):
                 parts = urlsplit(self.path)
+                if parts.path in stub.pages:
+                    stub.page_requests.append(parts.path)
+                    ctype, payload = stub.pages[parts.path]
+                    self.send_response(200)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
                 self._answer(parts.path, parse_qs(parts.query).get("q", [""])[0])
 
             def do_POST(self):
@@ -69,6 +86,30 @@ class StubSearch:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture
+def client(make_app):
+    """A server that lets fetches reach 127.0.0.1 (``--allow-private-urls 127.0.0.1/32``), so
+    a request may point ``web_search_url`` at the local stub."""
+    return make_app(allow_private_urls="127.0.0.1/32").test_client()
+
+
+@pytest.fixture
+def connections(monkeypatch):
+    """Every address a connection is opened to (urllib3's and the socket module's)."""
+    seen = []
+    real_u3, real_socket = u3conn.create_connection, socket.create_connection
+
+    def watch(real):
+        def create(address, *args, **kwargs):
+            seen.append(address)
+            return real(address, *args, **kwargs)
+        return create
+
+    monkeypatch.setattr(u3conn, "create_connection", watch(real_u3))
+    monkeypatch.setattr(socket, "create_connection", watch(real_socket))
+    return seen
 
 
 @pytest.fixture
@@ -144,7 +185,8 @@ def test_malformed_and_failing_backends_still_answer(client, fake, stub):
     assert meta["results"] == [] and "failed" in meta["error"]
     assert fake.history[0].messages[-1].text == Q
     stub.raw = b'{"results": "nope"}'
-    assert web_search.search("x", web_search.Options(web_search_url=stub.url)) == []
+    backend = web_search.Backend(stub.url, None, ("127.0.0.1/32",))
+    assert web_search.search("x", web_search.Options(), backend) == []
     # nothing listens on the port of a closed server
     stub.close()
     r = chat(client, model="web_search-fake", content=Q, web_search_url=stub.url,
@@ -168,4 +210,102 @@ def test_options(client):
                                                      **bad})
         assert r.status_code == 400, bad
     r = chat(client, model="web_search-fake")
-    assert r.status_code == 400 and "web_search_url" in r.get_json()["error"]["message"]
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == "web_search_url_required"
+
+
+# -- server policy -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["searxng", "serper"])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/", "http://10.0.0.1/",
+                                 "http://169.254.169.254/latest/meta-data/",
+                                 "http://[::1]:8080/", "http://[::ffff:127.0.0.1]/",
+                                 "http://100.64.0.1/", "http://0.0.0.0:9/",
+                                 "http://localhost:9/"])
+def test_private_request_urls_are_refused_before_any_connection(make_app, fake, connections,
+                                                                url, backend):
+    client = make_app().test_client()  # the default: no private networks
+    r = chat(client, model="web_search-fake", content=Q, web_search_url=url,
+             web_search_backend=backend)
+    err = r.get_json()["error"]
+    assert r.status_code == 400 and err["code"] == "web_search_url_refused", err
+    assert err["param"] == "web_search_url"
+    assert connections == [] and fake.history == []
+
+
+def test_metadata_is_refused_even_when_the_server_allows_all(make_app, fake, connections):
+    client = make_app(allow_private_urls="all").test_client()
+    r = chat(client, model="web_search-fake", content=Q,
+             web_search_url="http://169.254.169.254/", web_search_backend="brave")
+    assert r.status_code == 400 and "metadata" in r.get_json()["error"]["message"]
+    assert connections == [] and fake.history == []
+
+
+def test_only_the_listed_networks_are_opened(stub, make_app, fake, connections):
+    client = make_app(allow_private_urls="127.0.0.2/32").test_client()
+    r = chat(client, model="web_search-fake", content=Q, web_search_url=stub.url)
+    assert r.status_code == 400 and connections == [] and stub.requests == []
+
+
+def test_unresolvable_request_host_is_refused(make_app, fake, monkeypatch):
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror("no such host")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    client = make_app().test_client()
+    r = chat(client, model="web_search-fake", content=Q, web_search_url="http://nx.test/")
+    assert r.status_code == 400 and "cannot resolve" in r.get_json()["error"]["message"]
+    assert chat(client, model="web_search-fake", web_search_url="http://h:99999/").status_code \
+        == 400
+
+
+def test_loopback_stub_goes_through_the_pinned_fetcher(client, fake, stub, connections,
+                                                       monkeypatch):
+    seen = []
+    real = net.fetch
+
+    def spy(url, **kwargs):
+        seen.append((url, kwargs["allow_private"]))
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(net, "fetch", spy)
+    r = chat(client, model="web_search-fake", content=Q, web_search_url=stub.url)
+    assert r.status_code == 200, r.get_json()
+    ((url, allow),) = seen
+    assert url.startswith(f"{stub.url}/search?q=") and allow == ("127.0.0.1/32",)
+    assert stub.requests[0][:2] == ("/search", Q)
+    assert connections and {a[0] for a in connections} == {"127.0.0.1"}
+
+
+def test_the_servers_url_and_key(make_app, fake, stub):
+    """The server's --web-search-url may be local (the operator's choice) and its key is
+    sent to it; the body's key is the fallback."""
+    client = make_app(web_search_url=stub.url + "/brave",
+                      web_search_api_key="server-key").test_client()
+    r = chat(client, model="web_search-fake", content=Q, web_search_backend="brave",
+             web_search_api_key="client-key")
+    assert r.status_code == 200, r.get_json()
+    assert stub.requests[-1][0] == "/brave"
+    assert stub.requests[-1][2]["X-Subscription-Token"] == "server-key"
+    client = make_app(web_search_url=stub.url + "/serper").test_client()
+    chat(client, model="web_search-fake", content=Q, web_search_backend="serper",
+         web_search_api_key="client-key")
+    assert stub.requests[-1][2]["X-API-KEY"] == "client-key"
+    client = make_app(web_search_url=stub.url).test_client()
+    r = chat(client, model="web_search-fake", content=Q)
+    assert r.status_code == 200 and stub.requests[-1][0] == "/search"
+    assert "[1] Paris" in fake.history[-1].messages[-1].text
+
+
+def test_the_servers_key_never_goes_to_a_request_url(make_app, fake, stub):
+    client = make_app(web_search_url="http://search.internal.invalid/",
+                      web_search_api_key="server-key",
+                      allow_private_urls="127.0.0.1/32").test_client()
+    for backend, path, header in (("brave", "/brave", "X-Subscription-Token"),
+                                  ("serper", "/serper", "X-API-KEY")):
+        r = chat(client, model="web_search-fake", content=Q, web_search_backend=backend,
+                 web_search_url=stub.url + path)
+        assert r.status_code == 200, r.get_json()
+        assert header not in stub.requests[-1][2]
+        chat(client, model="web_search-fake", content=Q, web_search_backend=backend,
+             web_search_url=stub.url + path, web_search_api_key="own")
+        assert stub.requests[-1][2][header] == "own"
