@@ -47,6 +47,12 @@ HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench
 GUNICORN = ["-w", "2", "-k", "gthread", "--threads", "16"]
 APPROACH_MODELS = ["stub-model", "bon-stub-model", "moa-stub-model",
                    "self_consistency-stub-model"]
+#: ``--all-approaches``: every built-in approach (model-name form), for docs/approaches.md.
+ALL_APPROACH_MODELS = APPROACH_MODELS + [
+    f"{slug}-stub-model" for slug in (
+        "re2", "cot_reflection", "majority_voting", "genselect", "council", "mcts", "rstar",
+        "pvg", "z3", "rto", "plansearch", "leap", "cepo", "mars", "deepconf")] + [
+    "stub-model-wait-3", "re2&moa-stub-model", "bon|moa-stub-model"]
 THROUGHPUT_CLIENTS = (1, 8, 32)
 DIRECT_LABEL = "stub-model, direct to the stub"
 
@@ -423,14 +429,15 @@ class ApproachResult:
 
 
 def measure_approaches(stub: stub_upstream.StubHandle, proxy_url: str, reps: int,
-                       errors: ErrorLog) -> list[ApproachResult]:
+                       errors: ErrorLog, models: list[str] | None = None
+                       ) -> list[ApproachResult]:
     """Wall time of a call straight to the stub, then of each model in ``APPROACH_MODELS``
     through the proxy (one warm-up call each, not counted), with the upstream calls each
     request made, counted at the stub."""
     proxy_conn = Connection(proxy_url, timeout=60)
     direct_conn = Connection(stub.url, timeout=60)
     targets = [(DIRECT_LABEL, "stub-model", direct_conn)] + \
-        [(model, model, proxy_conn) for model in APPROACH_MODELS]
+        [(model, model, proxy_conn) for model in (models or APPROACH_MODELS)]
     results = []
     try:
         for label, model, conn in targets:
@@ -526,9 +533,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, help="timed calls per approach (default 3)")
     p.add_argument("--approach-latency-ms", type=float, default=300.0,
                    help="stub latency for the approach phase (default 300)")
-    p.add_argument("--time-limit", type=float, default=240.0,
-                   help="abort (and clean up) after this many seconds (default 240)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="abort (and clean up) after this many seconds (default 240; 900 with "
+                        "--all-approaches)")
+    p.add_argument("--all-approaches", action="store_true",
+                   help="time every built-in approach, not only bon/moa/self_consistency")
+    p.add_argument("--approaches-only", action="store_true",
+                   help="skip the passthrough latency and throughput phases")
     args = p.parse_args(argv)
+    args.time_limit = args.time_limit or (900.0 if args.all_approaches else 240.0)
     args.requests = args.requests or (100 if args.quick else 300)
     args.seconds = args.seconds or (2.0 if args.quick else 5.0)
     args.reps = args.reps or (2 if args.quick else 3)
@@ -561,6 +574,20 @@ def install_signal_handlers(time_limit: float) -> None:
 
 
 def run(args: argparse.Namespace, stack: contextlib.ExitStack, errors: ErrorLog) -> None:
+    if not args.approaches_only:
+        run_passthrough(args, stack, errors)
+    log(f"starting a {args.approach_latency_ms:g} ms stub and a proxy over it...")
+    slow = stack.enter_context(stub_upstream.start_subprocess(
+        latency_ms=args.approach_latency_ms))
+    slow_proxy = start_proxy(slow.url)
+    stack.callback(slow_proxy.stop)
+    models = ALL_APPROACH_MODELS if args.all_approaches else APPROACH_MODELS
+    results = measure_approaches(slow, slow_proxy.url + "/v1", args.reps, errors, models)
+    print_approaches(results, args.approach_latency_ms)
+
+
+def run_passthrough(args: argparse.Namespace, stack: contextlib.ExitStack,
+                    errors: ErrorLog) -> None:
     log("starting the stub upstream (0 ms) and the proxy...")
     stub = stack.enter_context(stub_upstream.start_subprocess(latency_ms=0))
     proxy = start_proxy(stub.url)
@@ -588,14 +615,6 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, errors: ErrorLog)
     sys.stdout.flush()
     proxy.stop()
     stub.stop()
-
-    log(f"starting a {args.approach_latency_ms:g} ms stub and a proxy over it...")
-    slow = stack.enter_context(stub_upstream.start_subprocess(
-        latency_ms=args.approach_latency_ms))
-    slow_proxy = start_proxy(slow.url)
-    stack.callback(slow_proxy.stop)
-    results = measure_approaches(slow, slow_proxy.url + "/v1", args.reps, errors)
-    print_approaches(results, args.approach_latency_ms)
 
 
 def main(argv: list[str] | None = None) -> int:
