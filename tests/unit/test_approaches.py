@@ -200,3 +200,10 @@ def test_every_parallel_branch_failing_is_the_error(client, fake):
     fake.default = UpstreamError("upstream: down")
     r = chat(client, model="re2|bon-fake")
     assert r.status_code == 502 and "down" in r.get_json()["error"]["message"]
+
+
+def test_the_upstream_call_count_is_a_response_header(client, fake):
+    r = chat(client, model="bon-fake", best_of_n=3)
+    assert r.headers["X-Optillm-Upstream-Calls"] == "4" and len(fake.history) == 4
+    r = chat(client, model="re2|moa-fake")
+    assert r.headers["X-Optillm-Upstream-Calls"] == str(1 + 3) == str(len(fake.history) - 4)
