@@ -11,6 +11,7 @@ import pytest
 
 from ..conftest import validate_openapi
 from .conftest import MODEL
+from .helpers import assert_usage_is_the_sum, provider_calls
 
 pytestmark = pytest.mark.e2e
 
@@ -25,28 +26,11 @@ def ask(client, slug: str, **extra_body):
     return raw.parse(), raw.http_response.json(), user
 
 
-def provider_calls(proxy, user: str) -> list[dict]:
-    [record] = proxy.log_records(user)
-    assert record["error"] is None
-    calls = record["provider_calls"]
-    assert calls and all(c["error"] is None for c in calls)
-    return calls
-
-
-def assert_usage_is_the_sum(completion, calls: list[dict]) -> None:
-    usage = completion.usage
-    assert usage.prompt_tokens > 0 and usage.completion_tokens > 0
-    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
-    assert usage.prompt_tokens == sum(c["response"]["usage"]["prompt_tokens"] for c in calls)
-    assert usage.completion_tokens == sum(c["response"]["usage"]["completion_tokens"]
-                                          for c in calls)
-
-
 def test_z3(client, proxy):
     completion, data, user = ask(client, "z3", z3_max_attempts=1, z3_timeout=5)
     validate_openapi(data, "CreateChatCompletionResponse")
     meta = data["choices"][0]["optillm_z3"]
-    calls = provider_calls(proxy, user)
+    calls = provider_calls(proxy, user, same_model=False)
     # triage, then (if it said yes) one program, then the answer
     assert len(calls) == 1 + meta["attempts"] + 1 and meta["attempts"] <= 1
     assert "Reply with YES or NO" in calls[0]["provider_request"]["messages"][-1]["content"]
@@ -58,7 +42,7 @@ def test_rto(client, proxy):
     completion, data, user = ask(client, "rto")
     validate_openapi(data, "CreateChatCompletionResponse")
     meta = data["choices"][0]["optillm_rto"]
-    calls = provider_calls(proxy, user)
+    calls = provider_calls(proxy, user, same_model=False)
     assert len(calls) == (3 if meta["identical"] else 4)
     assert "Describe precisely" in calls[1]["provider_request"]["messages"][-1]["content"]
     assert completion.choices[0].message.content is not None
@@ -70,7 +54,7 @@ def test_plansearch(client, proxy):
     validate_openapi(data, "CreateChatCompletionResponse")
     meta = data["choices"][0]["optillm_plansearch"]
     assert len(meta["solutions"]) == 1
-    calls = provider_calls(proxy, user)
+    calls = provider_calls(proxy, user, same_model=False)
     assert len(calls) == 2 + 2 * 1
     assert completion.choices[0].message.content == meta["solutions"][0]["answer"]
     assert_usage_is_the_sum(completion, calls)

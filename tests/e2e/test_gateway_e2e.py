@@ -19,6 +19,7 @@ import http.client
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -124,20 +125,22 @@ def post_then_stats(gateway: Gateway, body: dict) -> tuple[int, str, dict, int]:
 
 
 def test_both_workers_share_one_cache(gateway, stubs):
+    """A miss on one worker, then a hit on the other: the first worker is paused (SIGSTOP) for
+    the second request, so the kernel must hand that connection to the other worker."""
     stubs[0].reset()
     body = {"model": CACHED, "temperature": 0, "max_tokens": 16,
             "messages": [{"role": "user", "content": f"cache test {gateway.port}"}]}
-    status, state, first, _ = post_then_stats(gateway, body)
+    status, state, first, first_pid = post_then_stats(gateway, body)
     assert (status, state) == (200, "miss")
-    hits_by_worker: dict[int, int] = {}
-    for _ in range(60):
-        status, state, answer, pid = post_then_stats(gateway, body)
-        assert (status, state) == (200, "hit")
-        assert answer == first
-        hits_by_worker[pid] = hits_by_worker.get(pid, 0) + 1
-        if len(hits_by_worker) == WORKERS:
-            break
-    assert len(hits_by_worker) == WORKERS, f"only workers {list(hits_by_worker)} answered"
+    os.kill(first_pid, signal.SIGSTOP)
+    try:
+        status, state, answer, other_pid = post_then_stats(gateway, body)
+    finally:
+        os.kill(first_pid, signal.SIGCONT)
+    assert other_pid != first_pid
+    assert (status, state) == (200, "hit") and answer == first
+    status, state, answer, _ = post_then_stats(gateway, body)
+    assert (status, state) == (200, "hit") and answer == first
     assert stubs[0].stats()["chat_calls"] == 1
 
 

@@ -5,20 +5,15 @@ conversation log, the approaches' metadata, and that usage is the exact sum of t
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from ..conftest import validate_openapi
 from .conftest import MODEL
+from .helpers import assert_usage_is_the_sum, marker, provider_calls
 
 pytestmark = pytest.mark.e2e
 
 QUESTION = "Q: What is 2+3?\nA: 5\n\nQ: What is 12 + 30?"
-
-
-def marker() -> str:
-    return f"e2e-plan-{uuid.uuid4().hex[:12]}"
 
 
 def ask(client, approach: str, user: str, **extra_body):
@@ -31,25 +26,8 @@ def ask(client, approach: str, user: str, **extra_body):
     return completion, data
 
 
-def provider_calls(proxy, user: str) -> list[dict]:
-    [record] = proxy.log_records(user)
-    assert record["error"] is None
-    calls = record["provider_calls"]
-    assert all(c["error"] is None and c["provider_request"]["model"] == MODEL for c in calls)
-    return calls
-
-
-def assert_usage_is_the_sum(completion, calls: list[dict]) -> None:
-    usage = completion.usage
-    assert usage.prompt_tokens > 0 and usage.completion_tokens > 0
-    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
-    assert usage.prompt_tokens == sum(c["response"]["usage"]["prompt_tokens"] for c in calls)
-    assert usage.completion_tokens == sum(c["response"]["usage"]["completion_tokens"]
-                                          for c in calls)
-
-
 def test_leap(client, proxy):
-    user = marker()
+    user = marker("e2e-planning")
     completion, data = ask(client, "leap", user, leap_max_examples=1)
     meta = data["choices"][0]["optillm_leap"]
     examples, mistakes = len(meta["examples"]), len(meta["mistakes"])
@@ -64,7 +42,7 @@ def test_leap(client, proxy):
 
 
 def test_cepo(client, proxy):
-    user = marker()
+    user = marker("e2e-planning")
     completion, data = ask(client, "cepo", user, cepo_bestofn_n=1, cepo_planning_n=1,
                            cepo_planning_m=1)
     meta = data["choices"][0]["optillm_cepo"]
@@ -80,7 +58,7 @@ def test_cepo(client, proxy):
 
 
 def test_mars(client, proxy):
-    user = marker()
+    user = marker("e2e-planning")
     config = {"num_agents": 2, "aggregation": "none", "verification_passes": 1,
               "improvement_rounds": 0, "max_tokens": 32}
     completion, data = ask(client, "mars", user, mars_config=config)

@@ -6,19 +6,15 @@ and validates against the requested schema, and that usage is the exact sum of t
 from __future__ import annotations
 
 import json
-import uuid
 
 import jsonschema
 import pytest
 
 from ..conftest import validate_openapi
 from .conftest import MODEL
+from .helpers import assert_usage_is_the_sum, marker, provider_calls
 
 pytestmark = pytest.mark.e2e
-
-
-def marker() -> str:
-    return f"e2e-plugins-a-{uuid.uuid4().hex[:12]}"
 
 
 def ask(client, model: str, messages, user: str, max_tokens: int = 24, **extra_body):
@@ -28,23 +24,8 @@ def ask(client, model: str, messages, user: str, max_tokens: int = 24, **extra_b
     return raw.parse(), raw.http_response.json()
 
 
-def calls_of(proxy, user: str) -> list[dict]:
-    [record] = proxy.log_records(user)
-    assert record["error"] is None
-    calls = record["provider_calls"]
-    assert all(c["error"] is None and c["provider_request"]["model"] == MODEL for c in calls)
-    return calls
-
-
-def assert_usage_is_the_sum(completion, calls) -> None:
-    usage = completion.usage
-    assert usage.prompt_tokens == sum(c["response"]["usage"]["prompt_tokens"] for c in calls)
-    assert usage.completion_tokens == sum(c["response"]["usage"]["completion_tokens"]
-                                          for c in calls)
-
-
 def test_memory(client, proxy):
-    user = marker()
+    user = marker("e2e-plugins-a")
     doc = "\n\n".join(["The lighthouse keeper was named Ada.",
                        "The island had three goats and one well.",
                        "Ships passed the island every Tuesday."])
@@ -53,7 +34,7 @@ def test_memory(client, proxy):
                            user, memory_chunk_chars=200)
     validate_openapi(data, "CreateChatCompletionResponse")
     meta = data["choices"][0]["optillm_memory"]
-    calls = calls_of(proxy, user)
+    calls = provider_calls(proxy, user)
     assert meta["chunks"] >= 1 and len(calls) == meta["chunks"] + 1
     assert "Question: What was the keeper's name?" in \
         calls[-1]["provider_request"]["messages"][-1]["content"]
@@ -61,7 +42,7 @@ def test_memory(client, proxy):
 
 
 def test_json_schema_output_validates(client, proxy):
-    user = marker()
+    user = marker("e2e-plugins-a")
     schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}},
               "required": ["city"], "additionalProperties": False}
     fmt = {"type": "json_schema", "json_schema": {"name": "place", "schema": schema}}
@@ -70,14 +51,14 @@ def test_json_schema_output_validates(client, proxy):
                            max_tokens=48, response_format=fmt)
     value = json.loads(completion.choices[0].message.content)
     jsonschema.validate(value, schema)
-    calls = calls_of(proxy, user)
+    calls = provider_calls(proxy, user)
     assert calls[0]["provider_request"]["response_format"] == fmt  # passed on upstream
     assert len(calls) == 1 + data["choices"][0]["optillm_json"]["repairs"]
     assert_usage_is_the_sum(completion, calls)
 
 
 def test_compact(client, proxy):
-    user = marker()
+    user = marker("e2e-plugins-a")
     messages = [{"role": "system", "content": "You are brief."}]
     for i in range(3):
         messages += [{"role": "user", "content": f"Tell me fact number {i} about the sea. "
@@ -89,7 +70,7 @@ def test_compact(client, proxy):
     meta = data["choices"][0]["optillm_compact"]
     assert meta["compacted"] and meta["method"] == "tokenize"
     assert meta["summarised_messages"] == 6 and meta["kept_messages"] == 1
-    summary, answer = calls_of(proxy, user)
+    summary, answer = provider_calls(proxy, user)
     assert summary["provider_request"]["max_tokens"] == 32
     sent = answer["provider_request"]["messages"]
     assert [m["role"] for m in sent] == ["system", "user"]
@@ -99,13 +80,13 @@ def test_compact(client, proxy):
 
 
 def test_router(client, proxy):
-    user = marker()
+    user = marker("e2e-plugins-a")
     completion, data = ask(client, f"router-{MODEL}",
                            [{"role": "user", "content": "What is 12 + 30?"}], user,
                            router_table={"math": "re2"})
     record = data["choices"][0]["optillm_router"]
     assert record["class"] == "math" and record["approach"] == "re2"
-    (call,) = calls_of(proxy, user)
+    (call,) = provider_calls(proxy, user)
     assert "Read the question again: What is 12 + 30?" in \
         call["provider_request"]["messages"][-1]["content"]
     assert_usage_is_the_sum(completion, [call])

@@ -11,12 +11,9 @@ import pytest
 
 from ..conftest import validate_openapi
 from .conftest import MODEL
+from .helpers import assert_usage_is_the_sum, marker, provider_calls
 
 pytestmark = pytest.mark.e2e
-
-
-def marker() -> str:
-    return f"e2e-plugins-b-{uuid.uuid4().hex[:12]}"
 
 
 def ask(client, model: str, content: str, user: str, **extra_body):
@@ -26,25 +23,12 @@ def ask(client, model: str, content: str, user: str, **extra_body):
     return raw.parse(), raw.http_response.json()
 
 
-def calls_of(proxy, user: str) -> list[dict]:
-    [record] = proxy.log_records(user)
-    assert record["error"] is None
-    return record["provider_calls"]
-
-
-def assert_usage_is_the_sum(completion, calls) -> None:
-    assert completion.usage.prompt_tokens == sum(
-        c["response"]["usage"]["prompt_tokens"] for c in calls)
-    assert completion.usage.completion_tokens == sum(
-        c["response"]["usage"]["completion_tokens"] for c in calls)
-
-
 def prompt_texts(call: dict) -> str:
     return "\n".join(str(m.get("content")) for m in call["provider_request"]["messages"])
 
 
 def test_executecode_output_reaches_the_final_call(client, proxy):
-    user = marker()
+    user = marker("e2e-plugins-b")
     code = "print(sum(i * i for i in range(12345)))"
     completion, data = ask(client, f"executecode-{MODEL}",
                            f"What does this print?\n```python\n{code}\n```", user)
@@ -52,18 +36,18 @@ def test_executecode_output_reaches_the_final_call(client, proxy):
     meta = data["choices"][0]["optillm_executecode"]
     expected = str(sum(i * i for i in range(12345)))
     assert meta["source"] == "request" and meta["ok"] and meta["stdout"].strip() == expected
-    calls = calls_of(proxy, user)
+    calls = provider_calls(proxy, user, same_model=False)
     assert len(calls) == 1 and expected in prompt_texts(calls[0])
     assert_usage_is_the_sum(completion, calls)
 
 
 def test_privacy_keeps_the_email_from_the_upstream(client, proxy):
-    user = marker()
+    user = marker("e2e-plugins-b")
     email = f"{uuid.uuid4().hex[:8]}@example.org"
     completion, data = ask(client, f"privacy-{MODEL}",
                            f"Write one sentence to Alice Johnson at {email}.", user)
     validate_openapi(data, "CreateChatCompletionResponse")
-    calls = calls_of(proxy, user)
+    calls = provider_calls(proxy, user, same_model=False)
     assert len(calls) == 1
     sent = prompt_texts(calls[0])
     assert email not in sent and "<EMAIL_ADDRESS_1>" in sent

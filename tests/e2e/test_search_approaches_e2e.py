@@ -6,22 +6,17 @@ cheap."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from optillm.approaches import mcts, pvg
 
 from ..conftest import validate_openapi
 from .conftest import MODEL
+from .helpers import assert_usage_is_the_sum, marker, provider_calls
 
 pytestmark = pytest.mark.e2e
 
 QUESTION = "What is 12 + 30? End with 'The answer is N'."
-
-
-def marker() -> str:
-    return f"e2e-search-{uuid.uuid4().hex[:12]}"
 
 
 def ask(client, model: str, user: str, max_tokens: int, **extra_body):
@@ -33,15 +28,6 @@ def ask(client, model: str, user: str, max_tokens: int, **extra_body):
     return raw.parse(), data
 
 
-def provider_calls(proxy, user: str) -> list[dict]:
-    [record] = proxy.log_records(user)
-    assert record["error"] is None
-    calls = record["provider_calls"]
-    assert calls and all(c["error"] is None and c["provider_request"]["model"] == MODEL
-                         for c in calls)
-    return calls
-
-
 def last_prompt(call: dict) -> str:
     return call["provider_request"]["messages"][-1]["content"]
 
@@ -50,17 +36,8 @@ def replies(call: dict) -> list[str]:
     return [c["message"]["content"] for c in call["response"]["choices"]]
 
 
-def assert_usage_is_the_sum(completion, calls: list[dict]) -> None:
-    usage = completion.usage
-    assert usage.prompt_tokens > 0 and usage.completion_tokens > 0
-    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
-    assert usage.prompt_tokens == sum(c["response"]["usage"]["prompt_tokens"] for c in calls)
-    assert usage.completion_tokens == sum(c["response"]["usage"]["completion_tokens"]
-                                          for c in calls)
-
-
 def test_mcts(client, proxy):
-    user = marker()
+    user = marker("e2e-search")
     completion, data = ask(client, f"mcts-{MODEL}", user, 32, mcts_simulations=1,
                            mcts_expansions=2)
     calls = provider_calls(proxy, user)
@@ -74,7 +51,7 @@ def test_mcts(client, proxy):
 
 
 def test_rstar(client, proxy):
-    user = marker()
+    user = marker("e2e-search")
     completion, data = ask(client, f"rstar-{MODEL}", user, 48, rstar_num_rollouts=2,
                            rstar_max_depth=2)
     calls = provider_calls(proxy, user)
@@ -94,7 +71,7 @@ def test_rstar(client, proxy):
 
 
 def test_pvg(client, proxy):
-    user = marker()
+    user = marker("e2e-search")
     completion, data = ask(client, f"pvg-{MODEL}", user, 32, pvg_num_rounds=1,
                            pvg_num_solutions=1)
     calls = provider_calls(proxy, user)

@@ -6,21 +6,17 @@ chunks, and that usage is the exact sum of the upstream calls."""
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 import requests
 
 from ..conftest import validate_openapi
 from .conftest import API_KEY, MODEL
+from .helpers import assert_usage_is_the_sum, marker, provider_calls
 
 pytestmark = pytest.mark.e2e
 
 QUESTION = "What is 12 + 30? End with 'The answer is N'."
-
-
-def marker() -> str:
-    return f"e2e-vote-{uuid.uuid4().hex[:12]}"
 
 
 def ask(client, model: str, user: str, **extra_body):
@@ -30,25 +26,8 @@ def ask(client, model: str, user: str, **extra_body):
     return raw.parse(), raw.http_response.json()
 
 
-def provider_calls(proxy, user: str) -> list[dict]:
-    [record] = proxy.log_records(user)
-    assert record["error"] is None
-    calls = record["provider_calls"]
-    assert all(c["error"] is None and c["provider_request"]["model"] == MODEL for c in calls)
-    return calls
-
-
-def assert_usage_is_the_sum(completion, calls: list[dict]) -> None:
-    usage = completion.usage
-    assert usage.prompt_tokens > 0 and usage.completion_tokens > 0
-    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
-    assert usage.prompt_tokens == sum(c["response"]["usage"]["prompt_tokens"] for c in calls)
-    assert usage.completion_tokens == sum(c["response"]["usage"]["completion_tokens"]
-                                          for c in calls)
-
-
 def test_majority_voting(client, proxy):
-    user = marker()
+    user = marker("e2e-vote")
     completion, data = ask(client, f"majority_voting-{MODEL}", user, majority_voting_k=3,
                            answer_format="number")
     validate_openapi(data, "CreateChatCompletionResponse")
@@ -95,7 +74,7 @@ def test_majority_voting_streamed(proxy_url):
 
 
 def test_genselect_batch(client, proxy):
-    user = marker()
+    user = marker("e2e-vote")
     completion, data = ask(client, f"genselect-{MODEL}", user, genselect_n=2,
                            genselect_votes=2, genselect_skip_unanimous=False)
     validate_openapi(data, "CreateChatCompletionResponse")
@@ -113,7 +92,7 @@ def test_genselect_batch(client, proxy):
 
 
 def test_genselect_tournament(client, proxy):
-    user = marker()
+    user = marker("e2e-vote")
     completion, data = ask(client, f"genselect-{MODEL}", user, genselect_n=3,
                            genselect_mode="tournament", genselect_votes=1,
                            genselect_skip_unanimous=False)

@@ -82,7 +82,7 @@ def test_approach_prefix_options_and_usage(server, fake, tmp_path):
     for h in fake.history:
         pid = "0" if "Seven red apples" in h.messages[-1].text else "1"
         assert by_id[pid]["completion_tokens"] == 3 * 7
-    assert all(r["upstream_calls"] is None for r in sc)  # the proxy does not report calls
+    assert all(r["upstream_calls"] == 1 for r in sc)  # X-Optillm-Upstream-Calls: one n=3 call
     none_bodies = [json.loads(b) for b in fake.forwarded]
     assert all("majority_voting_k" not in b and "answer_format" not in b for b in none_bodies)
 
