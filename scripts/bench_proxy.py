@@ -512,14 +512,15 @@ def print_approaches(results: list[ApproachResult], latency_ms: float) -> None:
     single = statistics.median(through_proxy[0].wall_s) \
         if through_proxy and through_proxy[0].wall_s else None
     for r in results:
+        label = r.model.replace("|", "\\|")  # a parallel plan's bar, inside a table cell
         if not r.wall_s:
-            print(f"| {r.model} | failed | - | - | - |")
+            print(f"| {label} | failed | - | - | - |")
             continue
         wall = statistics.median(r.wall_s)
         ratio = f"{wall / single:.2f}" if single else "-"
         calls = "/".join(str(c) for c in sorted(set(r.upstream_calls)))
         peak = "/".join(str(c) for c in sorted(set(r.peak_parallel)))
-        print(f"| {r.model} | {wall * 1000:.0f} | {ratio} | {calls} | {peak} |")
+        print(f"| {label} | {wall * 1000:.0f} | {ratio} | {calls} | {peak} |")
 
 
 # -- the run ----------------------------------------------------------------------------------
