@@ -41,6 +41,16 @@ def parse_option(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
+def parse_temperature(text: str) -> float | None:
+    """``--temperature``: a number, or ``default`` (None: not sent)."""
+    if text.strip().lower() in ("default", "none"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a temperature: {text!r}") from None
+
+
 def select(problems: Sequence[datasets.Problem], limit: int | None, seed: int | None
            ) -> list[datasets.Problem]:
     """The first ``limit`` problems, or with ``seed`` a seeded random ``limit`` of them (the
@@ -61,7 +71,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="at most this many problems per dataset")
     p.add_argument("--seed", type=int, help="take a seeded random slice (default: the first)")
     p.add_argument("--approaches", default="none",
-                   help="comma-separated approach slugs, none = the plain model (default none)")
+                   help="comma-separated approach slugs, none = the plain model (default none);"
+                        " label=slug records a slug under its own name (deepconf_online=deepconf)")
     p.add_argument("--model", default="SmolLM2-135M-Instruct", help="the base model")
     p.add_argument("--base-url", default=DEFAULT_BASE_URL,
                    help=f"any OpenAI-compatible endpoint (default {DEFAULT_BASE_URL})")
@@ -70,8 +81,9 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", type=parse_option, action="append", default=[],
                    metavar="K=V", help="per-request body option, JSON value (repeatable)")
     p.add_argument("--max-tokens", type=int, help="max_tokens of each request")
-    p.add_argument("--temperature", type=float, default=0.0,
-                   help="sampling temperature (default 0: greedy)")
+    p.add_argument("--temperature", type=parse_temperature, default=0.0,
+                   help="sampling temperature (default 0: greedy); 'default' sends none, so "
+                        "each approach samples at its own default")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
     p.add_argument("--output", default="results.jsonl",
                    help="JSONL results file, appended to and resumed (default results.jsonl)")
@@ -130,7 +142,7 @@ def run_main(argv: Sequence[str]) -> int:
         client.close()
     failed = [r for r in results if r.error]
     rows = report.summarize(runner.read_results(args.output))
-    wanted = {(d, a) for d in names for a in config.approaches}
+    wanted = {(d, config.label(a)) for d in names for a in config.approaches}
     for row in rows:
         if (row.dataset, row.approach) in wanted:
             print(f"{row.dataset:10} {row.approach:20} {row.correct}/{row.n} "

@@ -33,9 +33,10 @@ Key = tuple[str, str, str]
 @dataclass(frozen=True)
 class RunConfig:
     """What to ask: ``model`` (the base model), ``approaches`` (slugs; ``none`` is the plain
-    model), ``max_tokens`` / ``temperature`` (None: the endpoint's default; temperature 0 is
-    greedy decoding), ``options`` (per-request body fields, e.g. ``{"k": 3}``),
-    ``concurrency`` (requests in flight, >= 1), ``timeout`` (seconds per request)."""
+    model; ``label=slug`` records the slug's answers under ``label``, so one approach with two
+    option sets makes two rows), ``max_tokens`` / ``temperature`` (None: the endpoint's
+    default; temperature 0 is greedy decoding), ``options`` (per-request body fields, e.g.
+    ``{"k": 3}``), ``concurrency`` (requests in flight, >= 1), ``timeout`` (seconds per request)."""
 
     model: str
     approaches: tuple[str, ...] = ("none",)
@@ -50,8 +51,23 @@ class RunConfig:
             raise ValueError("approaches must be a non-empty list of approach slugs")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        labels = [self.label(a) for a in self.approaches]
+        if len(set(labels)) != len(labels) or not all(labels) or \
+                not all(self.slug(a) for a in self.approaches):
+            raise ValueError("approach labels must be distinct and non-empty")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+
+    @staticmethod
+    def label(approach: str) -> str:
+        """The name ``approach`` is recorded under (``label`` of ``label=slug``)."""
+        return approach.split("=", 1)[0].strip()
+
+    @staticmethod
+    def slug(approach: str) -> str:
+        """The approach prefix sent to the endpoint (``slug`` of ``label=slug``)."""
+        return approach.split("=", 1)[-1].strip()
 
 
 @dataclass(frozen=True)
@@ -159,15 +175,16 @@ def ask(client: Any, problem: Problem, approach: str, config: RunConfig) -> Resu
         params["max_tokens"] = config.max_tokens
     if config.temperature is not None:
         params["temperature"] = config.temperature
+    label, approach = config.label(approach), config.slug(approach)
     extra = dict(config.options) if approach != "none" and config.options else None
     start = time.monotonic()
-    base = dict(dataset=problem.dataset, id=problem.id, approach=approach, model=config.model,
+    base = dict(dataset=problem.dataset, id=problem.id, approach=label, model=config.model,
                 gold=problem.gold)
     try:
         raw = client.chat.completions.with_raw_response.create(
             model=request_model(approach, config.model),
             messages=[{"role": "user", "content": problem.prompt}],
-            user=f"optillm-eval/{problem.dataset}/{problem.id}/{approach}",
+            user=f"optillm-eval/{problem.dataset}/{problem.id}/{label}",
             extra_body=extra, timeout=config.timeout, **params)
         body = raw.http_response.json()
         headers = {k.lower(): v for k, v in raw.http_response.headers.items()}
@@ -199,10 +216,10 @@ def run(client: Any, problems: Sequence[Problem], config: RunConfig, output: str
     writer = ResultWriter(output)
     results: list[Result] = []
     for approach in config.approaches:
-        todo = [p for p in problems if (p.dataset, p.id, approach) not in done]
+        todo = [p for p in problems if (p.dataset, p.id, config.label(approach)) not in done]
         correct = finished = 0
-        with tqdm(total=len(todo), desc=approach, unit="problem", disable=not progress,
-                  dynamic_ncols=True) as bar, \
+        with tqdm(total=len(todo), desc=config.label(approach), unit="problem",
+                  disable=not progress, dynamic_ncols=True) as bar, \
                 ThreadPoolExecutor(config.concurrency, thread_name_prefix="optillm-eval") as pool:
             futures = [pool.submit(ask, client, p, approach, config) for p in todo]
             try:

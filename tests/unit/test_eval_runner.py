@@ -209,3 +209,22 @@ def test_problem_ids_in_user_field(server, fake, tmp_path):
     [r] = run(client, problems, RunConfig(model="fake-model"), tmp_path / "r.jsonl",
               progress=False)
     assert r.correct and json.loads(fake.forwarded[0])["user"] == "optillm-eval/asdiv/x1/none"
+
+
+def test_temperature_default_sends_none():
+    from optillm.eval.cli import parse_temperature
+
+    assert parse_temperature("default") is None and parse_temperature("0.7") == 0.7
+    with pytest.raises(Exception, match="not a temperature"):
+        parse_temperature("hot")
+
+
+def test_labels_record_one_slug_under_two_names(server, fake, tmp_path):
+    out = tmp_path / "r.jsonl"
+    assert cli(server, out, "--limit", "1", "--approaches", "a=re2,b=re2") == 0
+    records = read_results(out)
+    assert sorted(r["approach"] for r in records) == ["a", "b"]
+    assert len(fake.history) == 2 and all(h.model == "fake-model" for h in fake.history)
+    assert all("Read the question again" in h.messages[-1].text for h in fake.history)
+    assert cli(server, out, "--limit", "1", "--approaches", "a=re2,b=re2") == 0
+    assert len(fake.history) == 2  # resumed: both labels done

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Reproduce docs/results.md: every approach on the embedded SmolLM2-135M, on the easy set
+# (arithmetic_easy, 200 problems) and a GSM8K slice (50 problems), through the proxy.
+# The baseline `none` decodes greedily; every approach samples at its own defaults (the
+# client sends no temperature). Results append to results/*.jsonl, so a rerun resumes.
+# About an hour on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PORT="${PORT:-8765}"
+OUT="${OUT:-results}"
+MODEL=SmolLM2-135M-Instruct
+mkdir -p "$OUT"
+python -m optillm --port "$PORT" --local-slots 8 >"$OUT/proxy.log" 2>&1 &
+PROXY=$!
+trap 'kill $PROXY 2>/dev/null; wait $PROXY 2>/dev/null || true' EXIT
+for _ in $(seq 120); do
+  curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
+  sleep 1
+done
+URL="http://127.0.0.1:$PORT/v1"
+
+# Each entry: the row's label, the approach prefix, then its per-request options (k=v, JSON).
+APPROACHES=(
+  "none none"
+  "re2 re2"
+  "cot_reflection cot_reflection"
+  "bon bon"
+  "moa moa"
+  "self_consistency self_consistency"
+  "majority_voting majority_voting"
+  "deepconf_offline deepconf tts_mode=\"offline\""
+  "deepconf_online deepconf tts_mode=\"online\""
+  "wait-3 wait wait_rounds=3"
+  "mcts mcts"
+  "plansearch plansearch"
+  "genselect genselect"
+  "leap leap"
+  "rstar rstar rstar_num_rollouts=3"
+  "pvg pvg pvg_num_rounds=1"
+)
+
+run() {  # dataset limit max_tokens results-file
+  local dataset=$1 limit=$2 max_tokens=$3 file=$4
+  for entry in "${APPROACHES[@]}"; do
+    read -r label slug opts <<<"$entry"
+    local args=() temperature=default
+    for o in $opts; do args+=(--option "$o"); done
+    [ "$slug" = none ] && temperature=0
+    python -m optillm.eval --dataset "$dataset" --limit "$limit" --seed 0 \
+      --approaches "$label=$slug" --model "$MODEL" --base-url "$URL" --concurrency 4 \
+      --max-tokens "$max_tokens" --temperature "$temperature" --no-progress \
+      --output "$file" "${args[@]}" || echo "eval: $label had failures (recorded)"
+  done
+}
+
+run arithmetic_easy 200 64 "$OUT/easy.jsonl"
+run gsm8k 50 192 "$OUT/gsm8k.jsonl"
+python -m optillm.eval report "$OUT/easy.jsonl" --out "$OUT/easy.md" --plot docs/results-easy.png
+python -m optillm.eval report "$OUT/gsm8k.jsonl" --out "$OUT/gsm8k.md" --plot docs/results-gsm8k.png
