@@ -75,7 +75,10 @@ class Pipeline:
                              options=self.registry.build_options(
                                  approach, body, {**self.option_defaults, **plan.options}),
                              slug=slug, deadline=deadline,
-                             stream_sink=sink if (may_stream and approach.streams) else None,
+                             # with return_full_response the answer is the whole trace,
+                             # which no single upstream call streams: sent whole when ready
+                             stream_sink=sink if (may_stream and approach.streams
+                                                  and not full_response) else None,
                              cancelled=cancelled, budget=budget,
                              delegate=lambda child, creq: run_one(child, creq, False)[0],
                              settings=self.settings)

@@ -87,3 +87,22 @@ def test_client_disconnect_stops_upstream_stream(make_app, fake):
     next(iter(it))  # the role chunk
     r.close()
     assert fake.stream_closed.wait(3)
+
+
+def test_full_response_of_a_streaming_approach_is_sent_whole(client, fake):
+    """With ``return_full_response`` the answer is the approach's whole trace (here rto's
+    four steps); no single upstream call streams it, so it goes out whole, unchanged."""
+    fake.when_contains("Two candidate solutions were written", "merged version")
+    fake.when_contains("a description", "```python\nprint(2)\n```")  # C2 differs from C1
+    fake.when_contains("Do not include any code", "a description")
+    fake.default = "```python\nprint(1)\n```"
+    plain = chat(client, model="rto-fake", return_full_response=True).get_json()
+    trace = plain["choices"][0]["message"]["content"]
+    fake.history.clear()
+    r = chat(client, model="rto-fake", stream=True, return_full_response=True)
+    _, data, done = events(r.data)
+    streamed = "".join(c["choices"][0]["delta"].get("content") or ""
+                       for c in data if c["choices"])
+    assert "Merged:\nmerged version" in trace and "print(2)" in trace
+    assert done and streamed == trace
+    assert len(fake.history) == 4
