@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Reproduce docs/results.md: every approach on the embedded SmolLM2-135M, on the easy set
 # (arithmetic_easy, 200 problems) and a GSM8K slice (30 problems), through the proxy.
+# The results files are committed (docs/results/*.jsonl): a rerun asks only what is missing.
 # Single-path approaches (none, re2, cot_reflection, wait, leap, plansearch, z3) decode
 # greedily like the baseline; the sampling and search approaches get no temperature from the
 # client, so they sample at their own defaults (a client temperature 0 would make their
-# candidates identical). Results append to results/*.jsonl, so a rerun resumes.
-# About an hour on 2 cores.
+# candidates identical).
+# About two hours on 2 cores; nothing else should run a model meanwhile (two llama-servers
+# on two cores thrash).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT="${PORT:-8765}"
-OUT="${OUT:-results}"
+OUT="${OUT:-docs/results}"
 MODEL=SmolLM2-135M-Instruct
 mkdir -p "$OUT"
-python -m optillm --port "$PORT" --local-slots 8 >"$OUT/proxy.log" 2>&1 &
+python -m optillm --port "$PORT" --local-slots 16 >"$OUT/proxy.log" 2>&1 &
 PROXY=$!
 trap 'kill $PROXY 2>/dev/null; wait $PROXY 2>/dev/null || true' EXIT
 for _ in $(seq 120); do
@@ -51,7 +53,8 @@ run() {  # dataset limit max_tokens results-file [labels to run; default all]
     for o in $opts; do args+=(--option "$o"); done
     case "$GREEDY" in *" $slug "*) temperature=0 ;; esac
     python -m optillm.eval --dataset "$dataset" --limit "$limit" --seed 0 \
-      --approaches "$label=$slug" --model "$MODEL" --base-url "$URL" --concurrency 4 \
+      --approaches "$label=$slug" --model "$MODEL" --base-url "$URL" \
+      --concurrency "${CONCURRENCY:-8}" \
       --max-tokens "$max_tokens" --temperature "$temperature" --no-progress \
       --output "$file" "${args[@]}" || echo "eval: $label had failures (recorded)"
   done
@@ -62,5 +65,5 @@ run arithmetic_easy 200 64 "$OUT/easy.jsonl"
 # two cores for 200+ problems' worth of long answers).
 run gsm8k 30 160 "$OUT/gsm8k.jsonl" "none re2 cot_reflection bon moa self_consistency \
 majority_voting deepconf_offline deepconf_online wait-3 mcts plansearch"
-python -m optillm.eval report "$OUT/easy.jsonl" --out "$OUT/easy.md" --plot docs/results-easy.png
-python -m optillm.eval report "$OUT/gsm8k.jsonl" --out "$OUT/gsm8k.md" --plot docs/results-gsm8k.png
+python -m optillm.eval report "$OUT/easy.jsonl" --out "$OUT/easy.md" --plot "$OUT/easy.png"
+python -m optillm.eval report "$OUT/gsm8k.jsonl" --out "$OUT/gsm8k.md" --plot "$OUT/gsm8k.png"
