@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import http.client
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -39,8 +38,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import stub_upstream  # noqa: E402 - lives next to this script
 from bench_proxy import (  # noqa: E402
-    GUNICORN,
-    ROOT,
     Connection,
     ErrorLog,
     Proxy,
@@ -48,8 +45,8 @@ from bench_proxy import (  # noqa: E402
     free_port,
     log,
     percentile,
-    private_control_socket,
     proxy_env,
+    start_gunicorn,
 )
 
 MODEL = "stub-model"
@@ -66,25 +63,7 @@ def start_gateway(env: dict[str, str], timeout: float = 30.0) -> Proxy:
 
     Raises: RuntimeError with the proxy's log when it exits or is not healthy in time.
     """
-    port = free_port()
-    fd, log_path = tempfile.mkstemp(prefix="bench-gateway-", suffix=".log")
-    cmd = [sys.executable, "-m", "gunicorn", *GUNICORN, "-b", f"127.0.0.1:{port}",
-           "--graceful-timeout", "3", *private_control_socket(), "optillm.app:create_app()"]
-    with os.fdopen(fd, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    proxy = Proxy(f"http://127.0.0.1:{port}", proc, log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        with contextlib.suppress(OSError, http.client.HTTPException), contextlib.closing(conn):
-            conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
-                return proxy
-        time.sleep(0.1)
-    tail = proxy.log_tail()
-    proxy.stop()
-    raise RuntimeError(f"proxy did not become healthy (exit code {proc.poll()}):\n{tail}")
+    return start_gunicorn(env, timeout, log_prefix="bench-gateway-")
 
 
 @contextlib.contextmanager

@@ -265,12 +265,22 @@ def start_proxy(stub_url: str, timeout: float = 30.0) -> Proxy:
 
     Raises: RuntimeError (with the proxy's log) when it exits or is not healthy in time.
     """
+    return start_gunicorn(proxy_env(stub_url), timeout)
+
+
+def start_gunicorn(env: dict[str, str], timeout: float = 30.0,
+                   log_prefix: str = "bench-proxy-") -> Proxy:
+    """The proxy under gunicorn (``GUNICORN``) with the environment ``env``; returns once
+    ``/health`` answers.
+
+    Raises: RuntimeError (with the proxy's log) when it exits or is not healthy in time.
+    """
     port = free_port()
-    fd, log_path = tempfile.mkstemp(prefix="bench-proxy-", suffix=".log")
+    fd, log_path = tempfile.mkstemp(prefix=log_prefix, suffix=".log")
     cmd = [sys.executable, "-m", "gunicorn", *GUNICORN, "-b", f"127.0.0.1:{port}",
            "--graceful-timeout", "3", *private_control_socket(), "optillm.app:create_app()"]
     with os.fdopen(fd, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=proxy_env(stub_url), stdout=out,
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     proxy = Proxy(f"http://127.0.0.1:{port}", proc, log_path)
     deadline = time.monotonic() + timeout
