@@ -42,7 +42,12 @@ APPROACHES=(
   "leap leap"
   "rstar rstar rstar_num_rollouts=3"
   "pvg pvg pvg_num_rounds=1"
+  # Ablation: plain voting over DeepConf's own samples (8 at temperature 0.7), so the only
+  # difference from deepconf_offline is the confidence filter.
+  "majority_voting_k8_t0.7 majority_voting majority_voting_k=8"
 )
+# Rows whose temperature is set here rather than left to the approach.
+declare -A TEMPERATURE=([majority_voting_k8_t0.7]=0.7)
 
 run() {  # dataset limit max_tokens results-file [labels to run; default all]
   local dataset=$1 limit=$2 max_tokens=$3 file=$4 only=" ${5:-} "
@@ -52,6 +57,7 @@ run() {  # dataset limit max_tokens results-file [labels to run; default all]
     local args=() temperature=default
     for o in $opts; do args+=(--option "$o"); done
     case "$GREEDY" in *" $slug "*) temperature=0 ;; esac
+    temperature="${TEMPERATURE[$label]:-$temperature}"
     python -m optillm.eval --dataset "$dataset" --limit "$limit" --seed 0 \
       --approaches "$label=$slug" --model "$MODEL" --base-url "$URL" \
       --concurrency "${CONCURRENCY:-8}" \
