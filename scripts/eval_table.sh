@@ -5,9 +5,9 @@
 # Single-path approaches (none, re2, cot_reflection, wait, leap, plansearch, z3) decode
 # greedily like the baseline; the sampling and search approaches get no temperature from the
 # client, so they sample at their own defaults (a client temperature 0 would make their
-# candidates identical).
-# About two hours on 2 cores; nothing else should run a model meanwhile (two llama-servers
-# on two cores thrash).
+# candidates identical). An entry's temperature=T sets the client temperature instead.
+# About three hours on 2 cores from nothing; nothing else should run a model meanwhile
+# (two llama-servers on two cores thrash).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT="${PORT:-8765}"
@@ -44,10 +44,8 @@ APPROACHES=(
   "pvg pvg pvg_num_rounds=1"
   # Ablation: plain voting over DeepConf's own samples (8 at temperature 0.7), so the only
   # difference from deepconf_offline is the confidence filter.
-  "majority_voting_k8_t0.7 majority_voting majority_voting_k=8"
+  "majority_voting_k8_t0.7 majority_voting majority_voting_k=8 temperature=0.7"
 )
-# Rows whose temperature is set here rather than left to the approach.
-declare -A TEMPERATURE=([majority_voting_k8_t0.7]=0.7)
 
 run() {  # dataset limit max_tokens results-file [labels to run; default all]
   local dataset=$1 limit=$2 max_tokens=$3 file=$4 only=" ${5:-} "
@@ -55,9 +53,13 @@ run() {  # dataset limit max_tokens results-file [labels to run; default all]
     read -r label slug opts <<<"$entry"
     if [ "$only" != "  " ]; then case "$only" in *" $label "*) ;; *) continue ;; esac; fi
     local args=() temperature=default
-    for o in $opts; do args+=(--option "$o"); done
     case "$GREEDY" in *" $slug "*) temperature=0 ;; esac
-    temperature="${TEMPERATURE[$label]:-$temperature}"
+    for o in $opts; do
+      case "$o" in
+        temperature=*) temperature=${o#temperature=} ;;
+        *) args+=(--option "$o") ;;
+      esac
+    done
     python -m optillm.eval --dataset "$dataset" --limit "$limit" --seed 0 \
       --approaches "$label=$slug" --model "$MODEL" --base-url "$URL" \
       --concurrency "${CONCURRENCY:-8}" \
