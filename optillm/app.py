@@ -23,15 +23,15 @@ from typing import Any
 
 from flask import Flask
 
-from .approaches.profile import install as install_profiles
+from .plan.profiles import install as install_profiles
 from .concurrency import BoundedExecutor
-from .conversation_log import ConversationLogger
-from .gateway.config import GatewayConfig, load_config
-from .gateway.store import LazyStore
-from .local_model import LocalModel
-from .pipeline import Pipeline
-from .plugin_manager import build_registry
-from .registry import Registry
+from .upstream.conversation_log import ConversationLogger
+from .upstream.config import GatewayConfig, load_config
+from .upstream.store import LazyStore
+from .upstream.local_model import LocalModel
+from .plan.pipeline import Pipeline
+from .plan.loader import build_registry
+from .plan.registry import Registry
 from .settings import Settings
 from .upstream.base import Upstream
 
@@ -53,8 +53,8 @@ class Services:
     base_url: str | None
     gateway: GatewayConfig | None = None
     store: LazyStore | None = None
-    cache: Any = None    # optillm.gateway.cache.ResponseCache when caching is on
-    router: Any = None   # optillm.gateway.router.RouterUpstream with model groups
+    cache: Any = None    # optillm.upstream.cache.ResponseCache when caching is on
+    router: Any = None   # optillm.upstream.router.RouterUpstream with model groups
 
     def close(self) -> None:
         self.executor.shutdown()
@@ -93,14 +93,14 @@ def build_stack(settings: Settings, executor: BoundedExecutor, bottom: Upstream 
     stack: Upstream | None = ChoicesUpstream(bottom, executor) if bottom is not None else None
     router = None
     if gateway is not None and gateway.model_groups:
-        from .gateway.router import build_router
+        from .upstream.router import build_router
 
         router = build_router(gateway, stack, settings, executor)
         stack = router
     if stack is None:
         raise ValueError("no upstream: set --base-url, or model_groups in --config")
     if cache is not None:
-        from .gateway.cache import CachingUpstream
+        from .upstream.cache import CachingUpstream
 
         stack = CachingUpstream(stack, cache)
     if settings.batch_mode:
@@ -118,7 +118,7 @@ def load_option_defaults(path: str | None) -> dict[str, Any]:
         return {}
     import yaml
 
-    from .gateway.config import ConfigError
+    from .upstream.config import ConfigError
 
     try:
         with open(os.path.expanduser(path)) as fh:
@@ -166,7 +166,7 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
         (general.cache_ttl if general is not None else 0.0)
     cache = None
     if ttl > 0:
-        from .gateway.cache import ResponseCache
+        from .upstream.cache import ResponseCache
 
         cache = ResponseCache(store, ttl)
     bottom = upstream
@@ -186,9 +186,9 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions["optillm"] = services
-    from .gateway.observability import bp as observability_bp
-    from .responses_api import bp as responses_bp
-    from .routes import bp, register_error_handlers
+    from .web.observability import bp as observability_bp
+    from .web.responses import bp as responses_bp
+    from .web.chat import bp, register_error_handlers
 
     app.register_blueprint(bp)
     app.register_blueprint(responses_bp)

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .local_model import LocalModel, LocalModelUnavailable
+from .upstream.local_model import LocalModel, LocalModelUnavailable
 from .settings import Settings
 
 log = logging.getLogger("optillm")
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         routed_only = False
         if settings.config:
-            from .gateway.config import load_config
+            from .upstream.config import load_config
 
             config = load_config(settings.config)
             general = config.general
@@ -88,9 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # noqa: BLE001 - start-up failures are one line, not a trace
-        from .gateway.config import ConfigError
-        from .gateway.store import StoreError
-        from .plugin_manager import PluginLoadError
+        from .upstream.config import ConfigError
+        from .upstream.store import StoreError
+        from .plan.loader import PluginLoadError
 
         if isinstance(exc, (PluginLoadError, ConfigError, StoreError, OSError)):
             print(f"optillm: error: {exc}", file=sys.stderr)

@@ -16,7 +16,7 @@ hookimpl = pluggy.HookimplMarker("optillm")
 def register_approaches(register):
     """Register approaches.
 
-    Call ``register(approach)`` with an ``optillm.registry.Approach`` for each one, or
+    Call ``register(approach)`` with an ``optillm.plan.registry.Approach`` for each one, or
     ``register(run, slug=..., options=..., streams=...)`` as a shorthand. Registering a slug
     that is already taken stops start-up with both sources named.
     """
@@ -24,7 +24,7 @@ def register_approaches(register):
 
 @hookspec(firstresult=True)
 def parse_model(model, registry):
-    """Turn a model string into a ``Plan`` (``optillm.plan.Plan``), or return None to pass.
+    """Turn a model string into a ``Plan`` (``optillm.plan.planner.Plan``), or return None to pass.
 
     The first non-None answer wins. The built-in prefix parser (``moa-gpt-4o``, ``moa&re2-x``,
     ``bon|moa-x``) runs last (``trylast``), so plugins can add forms such as ``x-wait-6``.

@@ -72,7 +72,7 @@ class Settings:
 
     @property
     def private_networks(self) -> bool | tuple[str, ...]:
-        """``--allow-private-urls`` for ``optillm.net.fetch``: False (none, the default), True
+        """``--allow-private-urls`` for ``optillm.toolkit.net.fetch``: False (none, the default), True
         (``all``: every non-global address but the cloud metadata ones) or the CIDRs listed."""
         value = self.allow_private_urls.strip()
         if not value or value.lower() in ("none", "false", "0"):

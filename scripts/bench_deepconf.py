@@ -93,7 +93,7 @@ def ask(base_url: str, model: str, question: str, extra: dict, args) -> dict:
 
 
 def run_method(name: str, extra: dict, items, base_url: str, model: str, args) -> Tally:
-    from optillm.answers import equivalent, extract_answer, normalize
+    from optillm.toolkit.answers import equivalent, extract_answer, normalize
 
     tally = Tally()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..context import Answer, RunContext
+from ..toolkit.context import Answer, RunContext
 from ..types import Message
 
 SLUG = "bon"

@@ -44,8 +44,8 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from ..answers import extract_answer, vote
-from ..context import Answer, BudgetExhausted, RunContext
+from ..toolkit.answers import extract_answer, vote
+from ..toolkit.context import Answer, BudgetExhausted, RunContext
 from ..errors import UpstreamError, UpstreamTimeoutError
 from ..types import Completion, Message
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from ..context import Answer, RunContext
+from ..toolkit.context import Answer, RunContext
 from ..types import Message
 
 SLUG = "cot_reflection"

@@ -30,10 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..context import Answer, RunContext
+from ..toolkit.context import Answer, RunContext
 from ..errors import BadRequestError
 from ..hookspecs import hookimpl
-from ..plan import SINGLE, Plan
+from ..plan.planner import SINGLE, Plan
 
 SLUG = "council"
 STREAMS = True

@@ -1,8 +1,8 @@
 """DeepConf: sample reasoning traces, weigh them by the model's own confidence, vote.
 
 Fu, Wang, Tian, Zhao, "Deep Think with Confidence", arXiv 2508.15260; the formulas live in
-``optillm.confidence``. Served for ``deepconf-<model>`` and for any request carrying the
-test-time-scaling service's ``tts_strategy`` field (``optillm.plan``):
+``optillm.toolkit.confidence``. Served for ``deepconf-<model>`` and for any request carrying the
+test-time-scaling service's ``tts_strategy`` field (``optillm.plan.planner``):
 
 - ``deepconf``, ``tts_mode: "offline"``: ``tts_budget`` traces in one call with ``n`` (and
   ``logprobs``, ``top_logprobs=k``), each scored by its confidence (``tts_confidence``:
@@ -40,8 +40,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..answers import Vote, extract_answer, vote
-from ..confidence import (
+from ..toolkit.answers import Vote, extract_answer, vote
+from ..toolkit.confidence import (
     METHODS,
     WindowMonitor,
     default_window,
@@ -51,7 +51,7 @@ from ..confidence import (
     token_confidences,
     trace_confidence,
 )
-from ..context import Answer, RunContext
+from ..toolkit.context import Answer, RunContext
 from ..errors import BadRequestError, CapabilityError
 from ..types import Usage
 

@@ -13,7 +13,7 @@ lacks ``n``). Then, by ``genselect_mode``:
 
 - ``batch``: one comparison call over all candidates with ``n=genselect_votes``; each reply's
   choice is parsed (``parse_selection``, robust to chatter and malformed replies); the picks
-  vote by the extracted answers of the picked candidates (``optillm.answers``), and the most
+  vote by the extracted answers of the picked candidates (``optillm.toolkit.answers``), and the most
   picked candidate with the winning answer is returned. Two calls deep.
 - ``tournament``: knock-out rounds of pairwise comparisons (``n=genselect_votes`` each); the
   matches of a round run concurrently, a bye advances the odd one out, a drawn match (no
@@ -45,8 +45,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from .. import answers
-from ..context import Answer, RunContext
+from ..toolkit import answers
+from ..toolkit.context import Answer, RunContext
 from ..types import Message
 
 SLUG = "genselect"

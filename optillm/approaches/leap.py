@@ -9,7 +9,7 @@ Zhang et al., "In-Context Principle Learning from Mistakes", arXiv 2402.05403. S
    user/assistant turns (chat-style few-shot), else no examples.
 2. Zero-shot answers (E calls, concurrent): each example's question answered step by step.
 3. Mistakes (no call): an answer is a mistake when its extracted final answer
-   (``optillm.answers``) is not equivalent to the example's given answer.
+   (``optillm.toolkit.answers``) is not equivalent to the example's given answer.
 4. Low-level principles (M calls, concurrent): one per mistake.
 5. High-level principles (1 call, only when M > 0): the low-level ones consolidated.
 6. The answer (1 call, ``final=True``): the conversation with the principles appended to the
@@ -34,8 +34,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..answers import equivalent, extract_answer
-from ..context import Answer, RunContext
+from ..toolkit.answers import equivalent, extract_answer
+from ..toolkit.context import Answer, RunContext
 from ..types import Message
 
 SLUG = "leap"

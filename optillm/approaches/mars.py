@@ -37,7 +37,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..context import Answer, BudgetExhausted, RunContext
+from ..toolkit.context import Answer, BudgetExhausted, RunContext
 
 SLUG = "mars"
 STREAMS = True

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ..context import Answer, BudgetExhausted, RunContext
+from ..toolkit.context import Answer, BudgetExhausted, RunContext
 from ..types import Message
 
 SLUG = "mcts"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..context import RunContext
+from ..toolkit.context import RunContext
 from ..types import Completion
 
 SLUG = "moa"

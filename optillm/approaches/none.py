@@ -6,7 +6,7 @@ typed path is needed (``n > 1`` with exact usage, ``&``/``|`` combinations, batc
 
 from __future__ import annotations
 
-from ..context import RunContext
+from ..toolkit.context import RunContext
 from ..types import Completion
 
 SLUG = "none"

@@ -32,8 +32,8 @@ import itertools
 import re
 from dataclasses import dataclass
 
-from ..answers import last_code_block
-from ..context import Answer, RunContext
+from ..toolkit.answers import last_code_block
+from ..toolkit.context import Answer, RunContext
 
 SLUG = "plansearch"
 STREAMS = True

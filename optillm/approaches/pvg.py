@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..context import Answer, BudgetExhausted, RunContext
+from ..toolkit.context import Answer, BudgetExhausted, RunContext
 from ..types import Message
 from .mcts import guarded, parse_score
 

@@ -6,7 +6,7 @@ One upstream call; the answer streams as it is generated.
 
 from __future__ import annotations
 
-from ..context import RunContext
+from ..toolkit.context import RunContext
 from ..types import Completion
 
 SLUG = "re2"

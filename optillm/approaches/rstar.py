@@ -17,15 +17,15 @@ and expands it; at a fully expanded node it follows the best UCT child
 (``Q/N + rstar_c * sqrt(ln N_parent / N)``); it stops at a terminal node. Rollouts run in
 concurrent batches of ``rstar_batch_size`` (``ctx.map``); the tree is changed only under a
 lock, and the upstream calls run outside it. After each batch every rollout's terminal answer
-(``optillm.answers.extract_answer``) is rewarded with its share among all terminal answers so
+(``optillm.toolkit.answers.extract_answer``) is rewarded with its share among all terminal answers so
 far (0 without an answer), backed up along its path.
 
 Discriminator (mutual consistency): for every distinct terminal trajectory with an answer, the
 later half is masked and the model completes the solution from the first half (one call each,
 concurrently); a trajectory is consistent when the completion reaches an equivalent answer
-(``optillm.answers.equivalent``). The answer is the consistent trajectory with the best mean
+(``optillm.toolkit.answers.equivalent``). The answer is the consistent trajectory with the best mean
 reward; without a consistent one, the best of the majority answer's trajectories
-(``optillm.answers.vote``). The returned text is the whole trajectory (its steps and its final
+(``optillm.toolkit.answers.vote``). The returned text is the whole trajectory (its steps and its final
 answer); ``reasoning`` labels each step with its action.
 
 Calls, with R = rstar_num_rollouts, D = rstar_max_depth: at most ``R * D`` for the rollouts
@@ -51,8 +51,8 @@ import re
 import threading
 from dataclasses import dataclass, field
 
-from ..answers import equivalent, extract_answer, vote
-from ..context import Answer, BudgetExhausted, RunContext
+from ..toolkit.answers import equivalent, extract_answer, vote
+from ..toolkit.context import Answer, BudgetExhausted, RunContext
 from .mcts import guarded
 
 SLUG = "rstar"

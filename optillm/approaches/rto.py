@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import re
 
-from ..answers import last_code_block
-from ..context import Answer, RunContext
+from ..toolkit.answers import last_code_block
+from ..toolkit.context import Answer, RunContext
 
 SLUG = "rto"
 STREAMS = True

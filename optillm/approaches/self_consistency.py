@@ -2,7 +2,7 @@
 
 Wang et al., "Self-Consistency Improves Chain of Thought Reasoning in Language Models", arXiv
 2203.11171. Samples come from one call with ``n`` (emulated where the upstream lacks it). Each
-sample's final answer is extracted (``optillm.answers``) and the majority answer wins; the
+sample's final answer is extracted (``optillm.toolkit.answers``) and the majority answer wins; the
 returned text is the first sample that reached it. Samples with no recognisable answer fall
 back to OptiLLM's clustering by text similarity (difflib ratio at least the threshold), so
 free-form questions still get the most typical reply.
@@ -17,8 +17,8 @@ import difflib
 from collections import Counter
 from dataclasses import dataclass
 
-from ..answers import extract_answer
-from ..context import Answer, RunContext
+from ..toolkit.answers import extract_answer
+from ..toolkit.context import Answer, RunContext
 
 SLUG = "self_consistency"
 

@@ -35,10 +35,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..context import Answer, RunContext
+from ..toolkit.context import Answer, RunContext
 from ..errors import BadRequestError, CapabilityError
 from ..hookspecs import hookimpl
-from ..plan import SINGLE, Plan, parse_prefix
+from ..plan.planner import SINGLE, Plan, parse_prefix
 from ..types import Message
 
 SLUG = "wait"

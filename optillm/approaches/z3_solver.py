@@ -6,7 +6,7 @@ SatLM, Ye et al., arXiv 2305.09656, and Logic-LM, Pan et al., arXiv 2305.12295):
 1. Triage: the model says whether the problem suits a formal solver (YES/NO; the reply is
    parsed leniently by ``parse_yes_no``, and anything unclear counts as NO).
 2. If it does: the model writes a self-contained Python program using ``z3`` or ``sympy``
-   that prints its result; the last code block is run in ``optillm.sandbox`` (no network, no
+   that prints its result; the last code block is run in ``optillm.toolkit.sandbox`` (no network, no
    files outside a temporary directory, ``z3_timeout`` seconds, ``z3_memory_mb`` MiB). When
    the run fails (an exception, a time-out, no output, no code at all) the error goes back to
    the model, which writes a repaired program: at most ``z3_max_attempts`` programs in all.
@@ -31,9 +31,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..answers import last_code_block
-from ..context import Answer, RunContext
-from ..sandbox import run_python
+from ..toolkit.answers import last_code_block
+from ..toolkit.context import Answer, RunContext
+from ..toolkit.sandbox import run_python
 from ..types import Message
 
 SLUG = "z3"

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..answers import last_boxed
+from ..toolkit.answers import last_boxed
 
 
 class DatasetUnavailable(RuntimeError):

@@ -6,9 +6,9 @@
   normalised (``"1,234"`` == ``"1234"``, ``"$18.00"`` == ``"18"``) or mathematically equal.
 - ``choice`` (ARC): ``extract_answer(text, "choice")``, the same letter as the gold one.
 - ``math`` (MATH-500, AIME): the last ``\\boxed{}`` (else the ``auto`` extraction), equivalent
-  to the gold answer by ``optillm.answers.equivalent`` (math-verify: ``\\frac12`` == ``0.5``).
+  to the gold answer by ``optillm.toolkit.answers.equivalent`` (math-verify: ``\\frac12`` == ``0.5``).
 - ``code`` (HumanEval): the last fenced code block (else the whole reply) is run with the
-  problem's tests in ``optillm.sandbox.run_python`` (a separate process with time and memory
+  problem's tests in ``optillm.toolkit.sandbox.run_python`` (a separate process with time and memory
   limits, no network); correct when the process exits with status 0.
 
 Malformed replies never raise: no answer found scores as wrong with ``predicted=None``.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..answers import equivalent, extract_answer, last_code_block, normalize
+from ..toolkit.answers import equivalent, extract_answer, last_code_block, normalize
 from .datasets import Problem
 
 #: Seconds and megabytes one HumanEval program may use.
@@ -86,7 +86,7 @@ def program_for(problem: Problem, code: str) -> str:
 
 
 def score_code(problem: Problem, text: str) -> Score:
-    from ..sandbox import run_python  # imported here: only HumanEval runs code
+    from ..toolkit.sandbox import run_python  # imported here: only HumanEval runs code
 
     block = last_code_block(text)
     code = block if block and block.strip() else text

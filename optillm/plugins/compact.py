@@ -30,7 +30,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..context import Answer, RunContext
+from ..toolkit.context import Answer, RunContext
 from ..types import Completion, Message
 
 SLUG = "compact"

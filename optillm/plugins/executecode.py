@@ -3,7 +3,7 @@ answer from its output.
 
 After OptiLLM's executecode plugin. The fenced Python blocks of the last user message
 (```` ```python ````, ```` ```py ```` or untagged blocks that compile) are joined, in order,
-into one program and run by ``optillm.sandbox.run_python`` (separate limited process, no
+into one program and run by ``optillm.toolkit.sandbox.run_python`` (separate limited process, no
 network, wall-clock and memory limits). When the request has no code and
 ``executecode_write_code`` is on, the model is first asked for a program that prints the
 answer. The program's output (or its error) is added to the query and one final call
@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..context import Answer, RunContext
+from ..toolkit.context import Answer, RunContext
 
 SLUG = "executecode"
 STREAMS = True
@@ -100,7 +100,7 @@ def result_metadata(result: Any) -> dict[str, Any]:
 
 def execute(code: str, timeout: float, memory_mb: int):
     """Run ``code`` in the sandbox (never with network)."""
-    from .. import sandbox
+    from ..toolkit import sandbox
 
     return sandbox.run_python(code, timeout=timeout, memory_mb=memory_mb,
                               allow_network=False)

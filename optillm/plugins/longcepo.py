@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..context import Answer, BudgetExhausted, RunContext
+from ..toolkit.context import Answer, BudgetExhausted, RunContext
 from ..types import Completion
 from .memory import chunk_text, parse_notes, split_query
 

@@ -42,7 +42,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..context import Answer, RunContext
+from ..toolkit.context import Answer, RunContext
 from ..errors import BadRequestError, MissingExtraError
 from ..types import Message
 

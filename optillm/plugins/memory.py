@@ -42,7 +42,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ..context import Answer, RunContext
+from ..toolkit.context import Answer, RunContext
 from ..errors import BadRequestError, MissingExtraError
 from ..types import Completion
 

@@ -43,7 +43,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..context import Answer, RunContext
+from ..toolkit.context import Answer, RunContext
 from ..errors import MissingExtraError
 from ..types import Message
 

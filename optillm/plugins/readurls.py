@@ -1,8 +1,8 @@
 """``readurls``: fetch the web pages a prompt names and add their text to it (OptiLLM's readurls
-plugin, rewritten on the safe fetcher ``optillm.net``).
+plugin, rewritten on the safe fetcher ``optillm.toolkit.net``).
 
 The URLs (``http``/``https``) of the last user message are fetched concurrently through
-``optillm.net.fetch``: time, size and redirect limits, every redirect re-checked, and no
+``optillm.toolkit.net.fetch``: time, size and redirect limits, every redirect re-checked, and no
 loopback, private, link-local, multicast, reserved or cloud metadata address. The page's main
 text comes from ``trafilatura`` (the ``readurls`` extra), else BeautifulSoup, else a plain tag
 strip; ``text/plain`` and JSON are taken as they are. Each page's text (cut to
@@ -32,8 +32,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from .. import net
-from ..context import Answer, RunContext
+from ..toolkit import net
+from ..toolkit.context import Answer, RunContext
 
 SLUG = "readurls"
 EXTRA = "readurls"
@@ -115,7 +115,7 @@ def page_text(page: net.Fetched) -> str:
 
 def read_url(url: str, opts: Options, allow_private: bool | tuple[str, ...] = False) -> dict:
     """``{"url", "ok", "text" | "error", "truncated"}``; never raises for a bad page.
-    ``allow_private`` is the server's ``private_networks`` (see ``optillm.net.fetch``)."""
+    ``allow_private`` is the server's ``private_networks`` (see ``optillm.toolkit.net.fetch``)."""
     try:
         page = net.fetch(url, allow_private=allow_private, timeout=opts.readurls_timeout)
     except net.FetchError as exc:

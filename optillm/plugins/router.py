@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from ..context import Answer, RunContext
+from ..toolkit.context import Answer, RunContext
 
 SLUG = "router"
 

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..context import Answer, RunContext
+from ..toolkit.context import Answer, RunContext
 from ..types import Message
 
 SLUG = "spl"

@@ -11,7 +11,7 @@ Backends are plain HTTP JSON APIs (no browser automation):
 
 Where searches go is the server's choice (``backend_for``): the URL is the server's
 ``--web-search-url`` (``ctx.settings.web_search_url``). A request may name another one with
-``web_search_url``, but only a host that passes ``optillm.net``'s address policy under the
+``web_search_url``, but only a host that passes ``optillm.toolkit.net``'s address policy under the
 server's ``--allow-private-urls`` (``ctx.settings.private_networks``): loopback, private,
 link-local, CGNAT and cloud metadata addresses (127.0.0.1, 10.x, 169.254.169.254, ...) are
 refused with a 400 before any connection, so a client cannot aim the proxy at the server's own
@@ -19,7 +19,7 @@ network. The key is the server's ``--web-search-api-key`` (else the body's
 ``web_search_api_key``) with the server's URL; with a URL from the request only the request's
 own key is sent, never the server's.
 
-The SearXNG GET goes through ``optillm.net.fetch``: the connection is pinned to the checked
+The SearXNG GET goes through ``optillm.toolkit.net.fetch``: the connection is pinned to the checked
 address (no DNS rebinding), redirects are re-checked, the answer is capped at
 ``MAX_ANSWER_BYTES`` and the whole fetch at ``web_search_timeout``. The Brave and Serper
 requests carry a key header (``net.fetch`` sends none), so they go through ``httpx`` (no
@@ -53,8 +53,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from .. import net
-from ..context import Answer, RunContext
+from ..toolkit import net
+from ..toolkit.context import Answer, RunContext
 from ..errors import BadRequestError
 
 SLUG = "web_search"
@@ -114,7 +114,7 @@ class SearchFailed(Exception):
 @dataclass(frozen=True)
 class Backend:
     """Where one request's searches go: ``url``, the ``api_key`` sent with them, the private
-    networks a fetch may reach (``allow_private``, as ``optillm.net.fetch`` takes it) and
+    networks a fetch may reach (``allow_private``, as ``optillm.toolkit.net.fetch`` takes it) and
     whether the URL came from the request (``from_client``)."""
 
     url: str

@@ -1,13 +1,13 @@
 """End-to-end fixtures: the real proxy (``python -m optillm``) in front of the embedded model.
 
 The session starts one proxy as a subprocess with no ``--base-url``, so it starts the embedded
-``llama-server`` through ``optillm.local_model``; every test talks to it over HTTP with the
+``llama-server`` through ``optillm.upstream.local_model``; every test talks to it over HTTP with the
 official ``openai`` SDK. All subprocesses get a private ``XDG_RUNTIME_DIR``, so the
 local-model state files (``<runtime>/optillm/<key>.json``) and servers of this test session
 never mix with those of other processes on the machine, and the tests can read them.
 
 Also here: small ``/proc`` helpers to find, inspect and wait for the processes the proxy
-started (the supervisor ``python -m optillm.local_model`` and its ``llama-server`` child).
+started (the supervisor ``python -m optillm.upstream.local_model`` and its ``llama-server`` child).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from optillm.local_model import LocalModel
+from optillm.upstream.local_model import LocalModel
 from optillm.settings import LOCAL_MODEL_NAME, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,11 +89,11 @@ def llama_servers(port: int) -> list[int]:
 
 
 def supervisors(state_path: str) -> list[int]:
-    """Running ``python -m optillm.local_model`` supervisors of the state file ``state_path``."""
+    """Running ``python -m optillm.upstream.local_model`` supervisors of the state file ``state_path``."""
     found = []
     for pid in running_pids():
         args = cmdline(pid)
-        if "optillm.local_model" in args and "--state" in args \
+        if "optillm.upstream.local_model" in args and "--state" in args \
                 and args[args.index("--state") + 1] == state_path:
             found.append(pid)
     return found
@@ -176,7 +176,7 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM,
 
 
 def state_path(runtime_dir: Path, slots: int, ctx_size: int | None = None) -> Path:
-    """Where ``optillm.local_model`` keeps the state of the default model with these slots."""
+    """Where ``optillm.upstream.local_model`` keeps the state of the default model with these slots."""
     ctx = Settings().local_ctx_size if ctx_size is None else ctx_size
     return runtime_dir / "optillm" / f"{LocalModel(None, slots, ctx).key}.json"
 

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from optillm import answers
-from optillm.answers import (
+from optillm.toolkit.answers import (
     ANSWER_FORMATS,
     confidence_weight,
     equivalent,

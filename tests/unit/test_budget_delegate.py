@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from optillm.context import Budget, BudgetExhausted
+from optillm.toolkit.context import Budget, BudgetExhausted
 from optillm.types import Usage
 
 from ..conftest import chat
@@ -96,7 +96,7 @@ def test_run_approach_unknown_slug_is_404(make_app, fake, tmp_path):
 def test_cepo_config_gives_defaults_under_the_body(make_app, fake, tmp_path):
     """``--cepo-config`` values (prefix optional) fill options the body leaves out."""
     from optillm.app import load_option_defaults
-    from optillm.gateway.config import ConfigError
+    from optillm.upstream.config import ConfigError
 
     path = tmp_path / "cepo.yaml"
     path.write_text("bestofn_n: 2\ncepo_planning_n: 4\n")

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from optillm.errors import UpstreamError
-from optillm.gateway.cache import Entry
-from optillm.gateway.store import LazyStore
+from optillm.upstream.cache import Entry
+from optillm.upstream.store import LazyStore
 from optillm.upstream.base import RawResponse
 
 from ..fakes import FakeUpstream

@@ -4,7 +4,7 @@ import json
 import multiprocessing
 import os
 
-from optillm.conversation_log import REDACTED, ConversationLogger, redact
+from optillm.upstream.conversation_log import REDACTED, ConversationLogger, redact
 
 from ..conftest import chat
 

@@ -8,8 +8,8 @@ import pytest
 
 from optillm.approaches.council import aggregate, parse_model, parse_ranking
 from optillm.errors import BadRequestError
-from optillm.plan import SINGLE, Plan
-from optillm.plugin_manager import build_registry
+from optillm.plan.planner import SINGLE, Plan
+from optillm.plan.loader import build_registry
 
 from ..conftest import chat
 from ..fakes import FakeUpstream, words

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from optillm.approaches.deepconf import Options, parse_filter
-from optillm.confidence import (
+from optillm.toolkit.confidence import (
     WindowMonitor,
     bottom_percent_confidence,
     default_window,

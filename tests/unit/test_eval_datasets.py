@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from optillm.answers import last_boxed
+from optillm.toolkit.answers import last_boxed
 from optillm.eval import datasets
 from optillm.eval.datasets import DatasetUnavailable, Problem, load, package_dir
 

@@ -6,7 +6,7 @@ import time
 import pytest
 
 import optillm
-from optillm.answers import extract_answer, last_boxed, normalize
+from optillm.toolkit.answers import extract_answer, last_boxed, normalize
 from optillm.concurrency import BoundedExecutor
 
 

@@ -3,8 +3,8 @@
 import pytest
 
 from optillm.errors import BadRequestError, NotFoundError
-from optillm.plan import PARALLEL, SEQUENCE, SINGLE, extract_tag, parse_plan, parse_prefix
-from optillm.registry import Registry
+from optillm.plan.planner import PARALLEL, SEQUENCE, SINGLE, extract_tag, parse_plan, parse_prefix
+from optillm.plan.registry import Registry
 from optillm.types import Message
 
 

@@ -1,4 +1,4 @@
-"""``optillm.net.fetch`` (the safe fetcher) and the ``readurls`` plugin.
+"""``optillm.toolkit.net.fetch`` (the safe fetcher) and the ``readurls`` plugin.
 
 Only loopback servers started here are ever contacted; every refusal is checked to happen
 before any connection (``create_connection`` is watched)."""

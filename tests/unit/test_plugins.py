@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from optillm import hookspecs
-from optillm.plugin_manager import PluginLoadError, build_registry
+from optillm.plan.loader import PluginLoadError, build_registry
 
 from ..conftest import chat
 

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from optillm.gateway.config import ConfigError
+from optillm.upstream.config import ConfigError
 
 from ..conftest import chat
 

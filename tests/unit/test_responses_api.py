@@ -10,7 +10,7 @@ import time
 import pytest
 
 from optillm.errors import UpstreamError
-from optillm.responses_api import KEY_PREFIX, RESPONSE_TTL
+from optillm.web.responses import KEY_PREFIX, RESPONSE_TTL
 from optillm.types import Choice, Chunk, Completion, Message, Usage
 
 from ..fakes import FakeUpstream, words

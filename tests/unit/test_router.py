@@ -19,8 +19,8 @@ from optillm.errors import (
     from_upstream_status,
     parse_retry_after,
 )
-from optillm.gateway.config import Endpoint, GeneralSettings
-from optillm.gateway.router import RouterUpstream, parse_duration
+from optillm.upstream.config import Endpoint, GeneralSettings
+from optillm.upstream.router import RouterUpstream, parse_duration
 from optillm.types import ChatRequest, Message
 from optillm.upstream.base import RawResponse
 

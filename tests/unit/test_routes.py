@@ -152,7 +152,7 @@ def test_unexpected_exception_is_500_json_not_a_trace(client, fake):
 
 
 def test_conform_completion_adds_missing_required_fields_only(openapi):
-    from optillm.routes import conform_completion
+    from optillm.web.chat import conform_completion
 
     bare = (b'{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
             b'"finish_reason":"stop","message":{"role":"assistant","content":"hi"}}]}')

@@ -1,4 +1,4 @@
-"""``optillm.sandbox.run_python``: output capture, the limits (time, memory, output), and the
+"""``optillm.toolkit.sandbox.run_python``: output capture, the limits (time, memory, output), and the
 security layers (no network, no writes outside the work directory, no processes, no secrets
 from the parent)."""
 
@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from optillm.sandbox import SandboxResult, run_python
+from optillm.toolkit.sandbox import SandboxResult, run_python
 
 
 def test_captures_stdout_stderr_and_returncode():

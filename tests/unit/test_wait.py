@@ -10,8 +10,8 @@ import pytest
 
 from optillm.approaches.wait import WAIT_PROMPT, parse_model
 from optillm.errors import BadRequestError, CapabilityError, NotFoundError
-from optillm.plan import SINGLE, Plan
-from optillm.plugin_manager import build_registry
+from optillm.plan.planner import SINGLE, Plan
+from optillm.plan.loader import build_registry
 from optillm.types import Message
 from optillm.upstream.openai_client import OpenAIUpstream
 
@@ -160,7 +160,7 @@ def test_suffix_with_another_approach_prefix_is_400(registry):
 
 
 def test_suffix_needs_wait_registered():
-    from optillm.registry import Registry
+    from optillm.plan.registry import Registry
 
     assert parse_model("qwen-wait-3", Registry()) is None
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .context import Answer, RunContext
+from ..toolkit.context import Answer, RunContext
 from .registry import Approach
-from .types import Message
+from ..types import Message
 
 
 class _Completions:
@@ -86,7 +86,7 @@ def adapt_optillm_module(module: Any, source: str) -> Approach:
         result = run(*args)
         text, tokens = _unpack(result)
         if ctx.calls == 0 and tokens:
-            from .types import Usage
+            from ..types import Usage
             ctx.add_usage(Usage(0, int(tokens)), calls=0)
         return Answer(text=text)
 

@@ -50,12 +50,12 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from .context import Cancelled
-from .errors import BadRequestError, NotFoundError, OptillmError, UpstreamError
-from .plan import parse_plan
-from .routes import _upstream_key, json_response, services
-from .types import ChatRequest, Completion, Message, new_id
-from .upstream.base import CallMeta
+from ..toolkit.context import Cancelled
+from ..errors import BadRequestError, NotFoundError, OptillmError, UpstreamError
+from ..plan.planner import parse_plan
+from .chat import _upstream_key, json_response, services
+from ..types import ChatRequest, Completion, Message, new_id
+from ..upstream.base import CallMeta
 
 log = logging.getLogger(__name__)
 bp = Blueprint("responses", __name__)
@@ -251,7 +251,7 @@ class StoreUnavailable(OptillmError):
 
 def _store_call(store, method: str, *args: Any) -> Any:
     """``store.<method>(*args)``, its failures as ``StoreUnavailable``."""
-    from .gateway.store import StoreError
+    from ..upstream.store import StoreError
 
     if store is None:
         raise StoreUnavailable("this proxy has no store for responses")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import BadRequestError, NotFoundError
+from ..errors import BadRequestError, NotFoundError
 
 #: Body fields that belong to the proxy and are never sent upstream.
 RESERVED_FIELDS = frozenset({"optillm_approach", "optillm", "return_full_response",

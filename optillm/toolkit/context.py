@@ -30,11 +30,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .concurrency import BoundedExecutor
-from .errors import BadRequestError, OptillmError, UpstreamTimeoutError
-from .settings import Settings
-from .types import ChatRequest, Choice, Completion, Message, Usage
-from .upstream.base import CallMeta, Upstream
+from ..concurrency import BoundedExecutor
+from ..errors import BadRequestError, OptillmError, UpstreamTimeoutError
+from ..settings import Settings
+from ..types import ChatRequest, Choice, Completion, Message, Usage
+from ..upstream.base import CallMeta, Upstream
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .concurrency import BoundedExecutor
-from .errors import OptillmError, UpstreamError
-from .types import Completion, new_id
+from ..concurrency import BoundedExecutor
+from ..errors import OptillmError, UpstreamError
+from ..types import Completion, new_id
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def stream_approach(run: Callable[[Callable[[str], None], threading.Event], Any]
 
     def sink(text: str) -> None:
         if cancelled.is_set():
-            from .context import Cancelled
+            from ..toolkit.context import Cancelled
             raise Cancelled("the client closed the request")
         q.put(text)
 

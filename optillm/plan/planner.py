@@ -28,10 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BadRequestError, NotFoundError
-from .hookspecs import hookimpl
+from ..errors import BadRequestError, NotFoundError
+from ..hookspecs import hookimpl
 from .registry import Registry
-from .types import Message
+from ..types import Message
 
 SINGLE, SEQUENCE, PARALLEL = "single", "sequence", "parallel"
 AUTO = "auto"

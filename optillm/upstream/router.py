@@ -57,7 +57,7 @@ from ..errors import (
     from_upstream_status,
 )
 from ..types import ChatRequest, Chunk, Completion, Message
-from ..upstream.base import NO_META, CallMeta, Capabilities, RawResponse, Upstream
+from .base import NO_META, CallMeta, Capabilities, RawResponse, Upstream
 from .config import Endpoint, GatewayConfig, GeneralSettings
 
 try:
@@ -766,8 +766,8 @@ def build_router(gateway: GatewayConfig, default: Upstream | None, settings: Any
     """The router over ``gateway.model_groups``: one ``ChoicesUpstream(OpenAIUpstream(...))``
     per endpoint, each with its own connection pool and no retries of its own (the router
     retries on another endpoint). ``settings`` gives the default timeout and pool size."""
-    from ..upstream.choices import ChoicesUpstream
-    from ..upstream.openai_client import OpenAIUpstream
+    from .choices import ChoicesUpstream
+    from .openai_client import OpenAIUpstream
 
     def factory(endpoint: Endpoint, on_headers: HeaderSink) -> Upstream:
         azure = (endpoint.base_url, endpoint.azure_api_version) \

@@ -3,7 +3,7 @@
 Discovery order: built-in approaches (``optillm/approaches/``), built-in plugins
 (``optillm/plugins/``), the ``optillm`` entry-point group, then each ``*.py`` in
 ``--plugins-dir`` (sorted by name). A module may implement the hooks of ``optillm.hookspecs``
-or be an OptiLLM drop-in (``SLUG`` + ``run``; see ``optillm.compat``). A plugin that fails to
+or be an OptiLLM drop-in (``SLUG`` + ``run``; see ``optillm.plan.compat``). A plugin that fails to
 load stops start-up with ``PluginLoadError`` naming its path and the reason.
 """
 
@@ -21,10 +21,10 @@ from types import ModuleType
 
 import pluggy
 
-from . import hookspecs
+from .. import hookspecs
 from .compat import adapt_optillm_module
-from .hookspecs import hookimpl
-from .plan import PrefixParser
+from ..hookspecs import hookimpl
+from .planner import PrefixParser
 from .registry import Approach, Registry
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def build_registry(plugins_dir: str | None = None,
     """
     pm = pluggy.PluginManager("optillm")
     pm.add_hookspecs(hookspecs)
-    pm.register(PrefixParser(), name="optillm.plan")
+    pm.register(PrefixParser(), name="optillm.plan.planner")
     pm.register(_ModuleApproaches("optillm.approaches", pm), name="optillm.approaches")
     pm.register(_ModuleApproaches("optillm.plugins", pm), name="optillm.plugins")
     if entry_points:

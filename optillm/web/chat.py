@@ -6,7 +6,7 @@ choice, the client's bytes go upstream (re-serialised only when the model name o
 must change) and the upstream's bytes come back, streamed or not. Everything else is parsed
 into a ``ChatRequest`` and run by the pipeline.
 
-With the response cache on (``optillm.gateway.cache``), deterministic passthrough answers are
+With the response cache on (``optillm.upstream.cache``), deterministic passthrough answers are
 looked up by the parsed body before they go upstream, and an approach request's final answer
 by its body and plan; every answer then carries ``X-Optillm-Cache: hit`` or ``miss``. The
 body's ``cache`` directive is read here and never sent upstream, cache on or off.
@@ -22,19 +22,19 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from . import __version__
-from .errors import (
+from .. import __version__
+from ..errors import (
     AuthenticationError,
     BadRequestError,
     NotFoundError,
     OptillmError,
     UpstreamError,
 )
-from .pipeline import PipelineResult
-from .plan import parse_plan, plan_for_model
-from .sse import stream_approach
-from .types import ChatRequest, Completion, new_id
-from .upstream.base import CallMeta
+from ..plan.pipeline import PipelineResult
+from ..plan.planner import parse_plan, plan_for_model
+from .streaming import stream_approach
+from ..types import ChatRequest, Completion, new_id
+from ..upstream.base import CallMeta
 
 try:  # orjson is several times faster; the stdlib is the fallback
     import orjson
@@ -140,7 +140,7 @@ def chat_completions() -> Response:
         model, n, stream = ChatRequest.check_envelope(body)
         control = None  # the body's cache directive, when it has one
         if "cache" in body:
-            from .gateway.cache import CacheControl
+            from ..upstream.cache import CacheControl
 
             control = CacheControl.parse(body["cache"])
             body = {k: v for k, v in body.items() if k != "cache"}  # never sent upstream
@@ -175,7 +175,7 @@ def _meta(request_id: str, settings, record, plan, control=None) -> CallMeta:
         record.describe(approach=plan.label, model=plan.model)
     on_call = record.add_call if record else None
     if control is not None and services().cache is not None:
-        from .gateway.cache import CacheCallMeta  # the directive, down to the typed calls
+        from ..upstream.cache import CacheCallMeta  # the directive, down to the typed calls
 
         return CacheCallMeta(request_id, _upstream_key(settings), on_call, cache=control)
     return CallMeta(request_id, _upstream_key(settings), on_call)
@@ -268,7 +268,7 @@ def _loads_or_text(data: bytes) -> Any:
 def _upstream_error(status: int, data: bytes, record) -> Response:
     """An upstream error answer as ours: the client's mistakes (4xx) keep their status and the
     upstream's message; upstream failures (5xx) become 502 carrying its message."""
-    from .errors import from_upstream_status
+    from ..errors import from_upstream_status
 
     parsed = _loads_or_text(data)
     message = ""
@@ -290,7 +290,7 @@ def _run_pipeline(body, plan, chat: ChatRequest, meta: CallMeta, record,
     slot = None
     headers: dict[str, str] = {}
     if svc.cache is not None:
-        from .gateway.cache import answer_fields
+        from ..upstream.cache import answer_fields
 
         slot = svc.cache.slot("approach", answer_fields(body), meta, control,
                               plan=[plan.op, list(plan.slugs), plan.model, dict(plan.options)],

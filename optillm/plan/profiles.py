@@ -34,10 +34,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import BadRequestError, NotFoundError
-from ..gateway.config import ConfigError, Profile
+from ..upstream.config import ConfigError, Profile
 from ..hookspecs import hookimpl
-from ..plan import Plan, split_slugs
-from ..registry import Registry
+from .planner import Plan, split_slugs
+from .registry import Registry
 
 COMPOSITE = "composite/"
 PROFILE = "profile/"
