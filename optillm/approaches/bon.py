@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..options import opt
 from ..toolkit.context import Answer, RunContext
 from ..types import Message
 
@@ -24,11 +25,7 @@ RATING_PROMPT = ("Rate the following response on a scale from 0 to 10, where 0 i
 
 @dataclass(frozen=True)
 class Options:
-    best_of_n: int = 3
-
-    def __post_init__(self):
-        if not 1 <= self.best_of_n <= 32:
-            raise ValueError("best_of_n must be between 1 and 32")
+    best_of_n: int = opt(3, ge=1, le=32)
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")

@@ -44,6 +44,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 
+from ..options import opt
 from ..toolkit.answers import extract_answer, vote
 from ..toolkit.context import Answer, BudgetExhausted, RunContext
 from ..errors import UpstreamError, UpstreamTimeoutError
@@ -54,49 +55,35 @@ SLUG = "cepo"
 log = logging.getLogger(__name__)
 
 RATING_TYPES = ("absolute", "pairwise", "majority")
+_MAX_TOKENS = 1_000_000
 EFFORT_STEPS = {"high": "medium", "medium": "low", "low": "minimal"}
 
 
 @dataclass(frozen=True)
 class Options:
-    cepo_bestofn_n: int = 3
-    cepo_bestofn_temperature: float = 0.1
-    cepo_bestofn_max_tokens: int = 4096
-    cepo_bestofn_rating_type: str = "absolute"
-    cepo_planning_n: int = 3
-    cepo_planning_m: int = 6
-    cepo_planning_temperature_step1: float = 0.55
-    cepo_planning_temperature_step2: float = 0.25
-    cepo_planning_temperature_direct_resp: float = 0.1
-    cepo_planning_temperature_step3: float = 0.1
-    cepo_planning_temperature_step4: float = 0.0
-    cepo_planning_max_tokens_step1: int = 4096
-    cepo_planning_max_tokens_step2: int = 4096
-    cepo_planning_max_tokens_direct_resp: int = 4096
-    cepo_planning_max_tokens_step3: int = 4096
-    cepo_planning_max_tokens_step4: int = 4096
+    cepo_bestofn_n: int = opt(3, ge=1, le=16)
+    cepo_bestofn_temperature: float = opt(0.1, ge=0, le=2)
+    cepo_bestofn_max_tokens: int = opt(4096, ge=1, le=_MAX_TOKENS, unit="tokens")
+    cepo_bestofn_rating_type: str = opt("absolute", choices=RATING_TYPES)
+    cepo_planning_n: int = opt(3, ge=1, le=16)
+    cepo_planning_m: int = opt(6, ge=1, le=64)
+    cepo_planning_temperature_step1: float = opt(0.55, ge=0, le=2)
+    cepo_planning_temperature_step2: float = opt(0.25, ge=0, le=2)
+    cepo_planning_temperature_direct_resp: float = opt(0.1, ge=0, le=2)
+    cepo_planning_temperature_step3: float = opt(0.1, ge=0, le=2)
+    cepo_planning_temperature_step4: float = opt(0.0, ge=0, le=2)
+    cepo_planning_max_tokens_step1: int = opt(4096, ge=1, le=_MAX_TOKENS, unit="tokens")
+    cepo_planning_max_tokens_step2: int = opt(4096, ge=1, le=_MAX_TOKENS, unit="tokens")
+    cepo_planning_max_tokens_direct_resp: int = opt(4096, ge=1, le=_MAX_TOKENS, unit="tokens")
+    cepo_planning_max_tokens_step3: int = opt(4096, ge=1, le=_MAX_TOKENS, unit="tokens")
+    cepo_planning_max_tokens_step4: int = opt(4096, ge=1, le=_MAX_TOKENS, unit="tokens")
     cepo_use_plan_diversity: bool = False
     cepo_rating_model: str | None = None
     cepo_use_reasoning_fallback: bool = False
-    cepo_num_of_retries: int = 0
+    cepo_num_of_retries: int = opt(0, ge=0, le=5)
     cepo_print_output: bool = False
 
     def __post_init__(self):
-        for name in ("cepo_bestofn_n", "cepo_planning_n"):
-            if not 1 <= getattr(self, name) <= 16:
-                raise ValueError(f"{name} must be between 1 and 16")
-        if not 1 <= self.cepo_planning_m <= 64:
-            raise ValueError("cepo_planning_m must be between 1 and 64")
-        if self.cepo_bestofn_rating_type not in RATING_TYPES:
-            raise ValueError(f"cepo_bestofn_rating_type must be one of {', '.join(RATING_TYPES)}")
-        for name in self.__dataclass_fields__:
-            value = getattr(self, name)
-            if "temperature" in name and not 0.0 <= value <= 2.0:
-                raise ValueError(f"{name} must be between 0 and 2")
-            if "max_tokens" in name and not 1 <= value <= 1_000_000:
-                raise ValueError(f"{name} must be a positive number of tokens")
-        if not 0 <= self.cepo_num_of_retries <= 5:
-            raise ValueError("cepo_num_of_retries must be between 0 and 5")
         model = self.cepo_rating_model
         if isinstance(model, str) and model.strip().lower() in ("", "none", "null"):
             object.__setattr__(self, "cepo_rating_model", None)  # YAML files write None

@@ -45,6 +45,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from ..options import opt
 from ..toolkit import answers
 from ..toolkit.context import Answer, RunContext
 from ..types import Message
@@ -63,21 +64,11 @@ SELECTOR_SYSTEM = ("You are an expert judge of solutions. You compare candidate 
 
 @dataclass(frozen=True)
 class Options:
-    genselect_n: int = 4
-    genselect_mode: str = "batch"
-    genselect_votes: int = 3
+    genselect_n: int = opt(4, ge=2, le=16)
+    genselect_mode: str = opt("batch", choices=MODES)
+    genselect_votes: int = opt(3, ge=1, le=16)
     genselect_skip_unanimous: bool = True
-    answer_format: str = "auto"
-
-    def __post_init__(self):
-        if not 2 <= self.genselect_n <= 16:
-            raise ValueError("genselect_n must be between 2 and 16")
-        if self.genselect_mode not in MODES:
-            raise ValueError(f"genselect_mode must be one of {', '.join(MODES)}")
-        if not 1 <= self.genselect_votes <= 16:
-            raise ValueError("genselect_votes must be between 1 and 16")
-        if self.answer_format not in answers.ANSWER_FORMATS:
-            raise ValueError(f"answer_format must be one of {', '.join(answers.ANSWER_FORMATS)}")
+    answer_format: str = opt("auto", choices=answers.ANSWER_FORMATS)
 
 
 def selection_prompt(query: str, candidates: list[str]) -> str:

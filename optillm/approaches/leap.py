@@ -34,6 +34,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..options import opt
 from ..toolkit.answers import equivalent, extract_answer
 from ..toolkit.context import Answer, RunContext
 from ..types import Message
@@ -46,14 +47,8 @@ MAX_EXAMPLES = 16
 
 @dataclass(frozen=True)
 class Options:
-    leap_max_examples: int = 4
-    leap_temperature: float = 0.3
-
-    def __post_init__(self):
-        if not 0 <= self.leap_max_examples <= MAX_EXAMPLES:
-            raise ValueError(f"leap_max_examples must be between 0 and {MAX_EXAMPLES}")
-        if not 0.0 <= self.leap_temperature <= 2.0:
-            raise ValueError("leap_temperature must be between 0 and 2")
+    leap_max_examples: int = opt(4, ge=0, le=MAX_EXAMPLES)
+    leap_temperature: float = opt(0.3, ge=0, le=2)
 
 
 @dataclass(frozen=True)

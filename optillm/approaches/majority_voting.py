@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..options import opt
 from ..toolkit import answers
 from ..toolkit.context import Answer, RunContext
 from ..errors import CapabilityError
@@ -44,21 +45,10 @@ DEFAULT_TEMPERATURE = 0.6
 
 @dataclass(frozen=True)
 class Options:
-    majority_voting_k: int | None = None
-    k: int | None = None
-    majority_voting_weighting: str = "count"
-    answer_format: str = "auto"
-
-    def __post_init__(self):
-        for name in ("majority_voting_k", "k"):
-            value = getattr(self, name)
-            if value is not None and not 1 <= value <= 64:
-                raise ValueError(f"{name} must be between 1 and 64")
-        if self.majority_voting_weighting not in answers.WEIGHTINGS:
-            raise ValueError(f"majority_voting_weighting must be one of "
-                             f"{', '.join(answers.WEIGHTINGS)}")
-        if self.answer_format not in answers.ANSWER_FORMATS:
-            raise ValueError(f"answer_format must be one of {', '.join(answers.ANSWER_FORMATS)}")
+    majority_voting_k: int | None = opt(None, ge=1, le=64)
+    k: int | None = opt(None, ge=1, le=64)
+    majority_voting_weighting: str = opt("count", choices=answers.WEIGHTINGS)
+    answer_format: str = opt("auto", choices=answers.ANSWER_FORMATS)
 
     @property
     def samples(self) -> int:

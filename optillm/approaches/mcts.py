@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ..options import opt
 from ..toolkit.context import Answer, BudgetExhausted, RunContext
 from ..types import Message
 
@@ -64,20 +65,10 @@ FOLLOW_UP_PROMPT = ("Play the user of the conversation above. Write the user's n
 
 @dataclass(frozen=True)
 class Options:
-    mcts_simulations: int = 2
-    mcts_exploration: float = 0.2
-    mcts_depth: int = 1
-    mcts_expansions: int = 3
-
-    def __post_init__(self):
-        if not 1 <= self.mcts_simulations <= 32:
-            raise ValueError("mcts_simulations must be between 1 and 32")
-        if not (math.isfinite(self.mcts_exploration) and 0 <= self.mcts_exploration <= 10):
-            raise ValueError("mcts_exploration must be a number between 0 and 10")
-        if not 1 <= self.mcts_depth <= 5:
-            raise ValueError("mcts_depth must be between 1 and 5")
-        if not 1 <= self.mcts_expansions <= 8:
-            raise ValueError("mcts_expansions must be between 1 and 8")
+    mcts_simulations: int = opt(2, ge=1, le=32)
+    mcts_exploration: float = opt(0.2, ge=0, le=10)
+    mcts_depth: int = opt(1, ge=1, le=5)
+    mcts_expansions: int = opt(3, ge=1, le=8)
 
 
 # -- tolerant parsing -------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..options import opt
 from ..toolkit.context import RunContext
 from ..types import Completion
 
@@ -30,13 +31,11 @@ MAX_CANDIDATES = 16
 
 @dataclass(frozen=True)
 class Options:
-    moa_candidates: int = 3
+    moa_candidates: int = opt(3, ge=1, le=MAX_CANDIDATES)
     moa_proposers: list[str] | None = None
     moa_aggregator: str | None = None
 
     def __post_init__(self):
-        if not 1 <= self.moa_candidates <= MAX_CANDIDATES:
-            raise ValueError(f"moa_candidates must be between 1 and {MAX_CANDIDATES}")
         proposers = self.moa_proposers
         if proposers is not None:
             if not 1 <= len(proposers) <= MAX_CANDIDATES:

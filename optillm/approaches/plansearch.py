@@ -32,6 +32,7 @@ import itertools
 import re
 from dataclasses import dataclass
 
+from ..options import opt
 from ..toolkit.answers import last_code_block
 from ..toolkit.context import Answer, RunContext
 
@@ -62,11 +63,7 @@ CODE_PROMPT = (
 
 @dataclass(frozen=True)
 class Options:
-    plansearch_n: int = 1
-
-    def __post_init__(self):
-        if not 1 <= self.plansearch_n <= 8:
-            raise ValueError("plansearch_n must be between 1 and 8")
+    plansearch_n: int = opt(1, ge=1, le=8)
 
 
 _ITEM = re.compile(r"^\s*(?:[-*\u2022+]|\(?\d{1,2}\s*[.):]|(?:observation|step)\s*\d+\s*[.):-]?)"

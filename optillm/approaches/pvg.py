@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..options import opt
 from ..toolkit.context import Answer, BudgetExhausted, RunContext
 from ..types import Message
 from .mcts import guarded, parse_score
@@ -48,14 +49,8 @@ SNEAKY = ("You are a sneaky problem solver, used to test a verifier. Write a sol
 
 @dataclass(frozen=True)
 class Options:
-    pvg_num_solutions: int = 3
-    pvg_num_rounds: int = 2
-
-    def __post_init__(self):
-        if not 1 <= self.pvg_num_solutions <= 8:
-            raise ValueError("pvg_num_solutions must be between 1 and 8")
-        if not 1 <= self.pvg_num_rounds <= 5:
-            raise ValueError("pvg_num_rounds must be between 1 and 5")
+    pvg_num_solutions: int = opt(3, ge=1, le=8)
+    pvg_num_rounds: int = opt(2, ge=1, le=5)
 
 
 def verify_prompt(question: str, solution: str) -> str:

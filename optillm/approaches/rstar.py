@@ -51,6 +51,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 
+from ..options import opt
 from ..toolkit.answers import equivalent, extract_answer, vote
 from ..toolkit.context import Answer, BudgetExhausted, RunContext
 from .mcts import guarded
@@ -76,20 +77,10 @@ _STATES_ANSWER = re.compile(r"\\boxed\{|####|\bthe\s+(?:final\s+)?answer\s+is\b"
 
 @dataclass(frozen=True)
 class Options:
-    rstar_c: float = 1.4
-    rstar_max_depth: int = 3
-    rstar_num_rollouts: int = 5
-    rstar_batch_size: int = 4
-
-    def __post_init__(self):
-        if not (math.isfinite(self.rstar_c) and 0 <= self.rstar_c <= 10):
-            raise ValueError("rstar_c must be a number between 0 and 10")
-        if not 1 <= self.rstar_max_depth <= 8:
-            raise ValueError("rstar_max_depth must be between 1 and 8")
-        if not 1 <= self.rstar_num_rollouts <= 32:
-            raise ValueError("rstar_num_rollouts must be between 1 and 32")
-        if not 1 <= self.rstar_batch_size <= 8:
-            raise ValueError("rstar_batch_size must be between 1 and 8")
+    rstar_c: float = opt(1.4, ge=0, le=10)
+    rstar_max_depth: int = opt(3, ge=1, le=8)
+    rstar_num_rollouts: int = opt(5, ge=1, le=32)
+    rstar_batch_size: int = opt(4, ge=1, le=8)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import difflib
 from collections import Counter
 from dataclasses import dataclass
 
+from ..options import opt
 from ..toolkit.answers import extract_answer
 from ..toolkit.context import Answer, RunContext
 
@@ -25,14 +26,8 @@ SLUG = "self_consistency"
 
 @dataclass(frozen=True)
 class Options:
-    self_consistency_samples: int = 5
-    self_consistency_threshold: float = 0.8
-
-    def __post_init__(self):
-        if not 1 <= self.self_consistency_samples <= 64:
-            raise ValueError("self_consistency_samples must be between 1 and 64")
-        if not 0.0 <= self.self_consistency_threshold <= 1.0:
-            raise ValueError("self_consistency_threshold must be between 0 and 1")
+    self_consistency_samples: int = opt(5, ge=1, le=64)
+    self_consistency_threshold: float = opt(0.8, ge=0, le=1)
 
 
 def cluster(texts: list[str], threshold: float) -> list[list[int]]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..options import opt
 from ..toolkit.answers import last_code_block
 from ..toolkit.context import Answer, RunContext
 from ..toolkit.sandbox import run_python
@@ -66,17 +67,9 @@ ANSWER_PROMPT = (
 
 @dataclass(frozen=True)
 class Options:
-    z3_max_attempts: int = 3
-    z3_timeout: float = 10.0
-    z3_memory_mb: int = 512
-
-    def __post_init__(self):
-        if not 1 <= self.z3_max_attempts <= 5:
-            raise ValueError("z3_max_attempts must be between 1 and 5")
-        if not 1 <= self.z3_timeout <= 60:
-            raise ValueError("z3_timeout must be between 1 and 60 seconds")
-        if not 64 <= self.z3_memory_mb <= 2048:
-            raise ValueError("z3_memory_mb must be between 64 and 2048")
+    z3_max_attempts: int = opt(3, ge=1, le=5)
+    z3_timeout: float = opt(10.0, ge=1, le=60, unit="seconds")
+    z3_memory_mb: int = opt(512, ge=64, le=2048, unit="MB")
 
 
 _YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)

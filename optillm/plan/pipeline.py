@@ -60,8 +60,8 @@ class Pipeline:
         """
         deadline = time.monotonic() + self.request_timeout if self.request_timeout else None
         budget = request_budget(body)
-        upstream_params = {k: v for k, v in request.params.items()
-                           if k not in self.registry.proxy_fields}
+        consumed = self.registry.consumed_fields(plan.slugs)
+        upstream_params = {k: v for k, v in request.params.items() if k not in consumed}
         base = request.replace(model=plan.model, params=upstream_params)
         contexts: list[RunContext] = []
         lock = threading.Lock()
@@ -70,6 +70,9 @@ class Pipeline:
 
         def make_ctx(slug: str, req: ChatRequest, may_stream: bool) -> RunContext:
             approach = self.registry.get(slug)
+            if slug not in plan.slugs:  # run_approach's child consumes its own options too
+                own = self.registry.option_names(slug)
+                req = req.replace(params={k: v for k, v in req.params.items() if k not in own})
             ctx = RunContext(request=req, upstream=self.upstream, executor=self.executor,
                              meta=meta,
                              options=self.registry.build_options(

@@ -2,8 +2,9 @@
 
 An approach is a plain function ``run(ctx: RunContext) -> Answer | str | Completion`` plus a
 slug and, optionally, a dataclass of per-request options whose fields are read from the request
-body (flat, e.g. ``{"best_of_n": 5}``, or nested under ``"optillm"``). Dispatch is a lookup here,
-never a chain of ``if`` on the slug.
+body (flat, e.g. ``{"best_of_n": 5}``, or nested under ``"optillm"``). A field's bounds, choices
+and aliases are declared once with ``optillm.options.opt`` and checked here, in
+``build_options``. Dispatch is a lookup here, never a chain of ``if`` on the slug.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadRequestError, NotFoundError
+from ..options import accepted_names, names_of, spec
 
 #: Body fields that belong to the proxy and are never sent upstream.
 RESERVED_FIELDS = frozenset({"optillm_approach", "optillm", "return_full_response",
@@ -52,14 +54,15 @@ class Registry:
 
     def __init__(self) -> None:
         self._approaches: dict[str, Approach] = {}
-        self._option_names: frozenset[str] = frozenset()
+        self._option_names: dict[str, frozenset[str]] = {}
 
     def register(self, approach: Approach | Callable[..., Any] | None = None, /, **kwargs: Any
                  ) -> Approach:
         """Add an approach; ``register(fn, slug=...)`` builds the ``Approach`` for you.
 
         Raises:
-            ValueError: the slug is empty, malformed or already registered.
+            ValueError: the slug is empty, malformed or already registered; its options are
+                not a dataclass, or two of their fields share a name or alias.
         """
         if not isinstance(approach, Approach):
             approach = Approach(run=approach, **kwargs)
@@ -72,11 +75,16 @@ class Registry:
                              f"registered by {other.source or '?'}")
         if approach.options is not None and not dataclasses.is_dataclass(approach.options):
             raise ValueError(f"options of {slug!r} must be a dataclass type")
-        self._approaches[slug] = approach
-        names = set(self._option_names)
         if approach.options is not None:
-            names.update(f.name for f in dataclasses.fields(approach.options))
-        self._option_names = frozenset(names)
+            seen: dict[str, str] = {}
+            for f in dataclasses.fields(approach.options):
+                for name in names_of(f):
+                    if name in seen or name in RESERVED_FIELDS:
+                        raise ValueError(f"option name {name!r} of {slug!r} (field {f.name}) "
+                                         f"is already taken by {seen.get(name, 'the proxy')}")
+                    seen[name] = f.name
+        self._approaches[slug] = approach
+        self._option_names[slug] = accepted_names(approach.options)
         return approach
 
     def __contains__(self, slug: str) -> bool:
@@ -97,18 +105,30 @@ class Registry:
                                 f"{', '.join(sorted(self._approaches))}",
                                 param="model", code="approach_not_found") from None
 
-    @property
-    def proxy_fields(self) -> frozenset[str]:
-        """Every body field the proxy consumes (all approaches' options and reserved ones)."""
-        return self._option_names | RESERVED_FIELDS
+    def option_names(self, slug: str) -> frozenset[str]:
+        """The body fields approach ``slug`` reads (its options' names and aliases)."""
+        return self._option_names.get(slug, frozenset())
+
+    def consumed_fields(self, slugs: Iterable[str]) -> frozenset[str]:
+        """The body fields a request running ``slugs`` consumes and never sends upstream:
+        ``RESERVED_FIELDS`` plus those approaches' option names. Another approach's option
+        names are ordinary upstream fields for this request (a plugin declaring ``seed``
+        does not take ``seed`` from a ``bon`` request)."""
+        names = set(RESERVED_FIELDS)
+        for slug in slugs:
+            names.update(self.option_names(slug))
+        return frozenset(names)
 
     def build_options(self, approach: Approach, body: Mapping[str, Any],
                       defaults: Mapping[str, Any] | None = None) -> Any:
         """The approach's options: flat body fields, then ``body["optillm"]``, then
         ``defaults`` (what a model-name form implies, e.g. ``x-wait-6``), then the dataclass's.
+        In each source a field is found by its name, then by its aliases (``opt(aliases=)``).
 
         Raises:
-            BadRequestError: a value has the wrong type or fails the options' checks.
+            BadRequestError: a value has the wrong type, is outside the field's declared
+                bounds or choices (``param`` = the name as sent, the message the allowed
+                range), or fails the options' own ``__post_init__`` checks.
         """
         if approach.options is None:
             return None
@@ -118,19 +138,35 @@ class Registry:
         hints = typing.get_type_hints(approach.options)
         values = {}
         for f in dataclasses.fields(approach.options):
-            if f.name in body:
-                raw = body[f.name]
-            elif f.name in nested:
-                raw = nested[f.name]
-            elif f.name in defaults:
-                raw = defaults[f.name]
-            else:
+            found = _lookup(names_of(f), (body, nested, defaults))
+            if found is None:
                 continue
-            values[f.name] = _coerce(raw, hints.get(f.name, Any), f.name)
+            sent, raw = found
+            field_spec = spec(f)
+            try:
+                value = _coerce(raw, hints.get(f.name, Any), sent)
+            except BadRequestError as exc:
+                if field_spec is not None and field_spec.bounded:
+                    exc.message = f"{exc.message} ({sent} must be {field_spec.describe()})"
+                    exc.args = (exc.message,)
+                raise
+            if field_spec is not None:
+                field_spec.check(sent, value)
+            values[f.name] = value
         try:
             return approach.options(**values)
         except (TypeError, ValueError) as exc:
             raise BadRequestError(f"invalid options for {approach.slug}: {exc}") from None
+
+
+def _lookup(names: tuple[str, ...], sources: tuple[Mapping[str, Any], ...]
+            ) -> tuple[str, Any] | None:
+    """``(name as found, value)`` from the first source holding any of ``names``."""
+    for source in sources:
+        for name in names:
+            if name in source:
+                return name, source[name]
+    return None
 
 
 def _coerce(value: Any, hint: Any, name: str) -> Any:

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..options import opt
 from ..toolkit.context import Answer, RunContext
 from .executecode import describe, execute, extract_code, result_metadata
 
@@ -48,17 +49,9 @@ ANSWER_PROMPT = ("{query}\n\nA program was written for this problem:\n```python\
 
 @dataclass(frozen=True)
 class Options:
-    coc_max_attempts: int = 2
-    coc_timeout: float = 10.0
-    coc_memory_mb: int = 512
-
-    def __post_init__(self):
-        if not 1 <= self.coc_max_attempts <= 5:
-            raise ValueError("coc_max_attempts must be between 1 and 5")
-        if not 0.5 <= self.coc_timeout <= 60:
-            raise ValueError("coc_timeout must be between 0.5 and 60 seconds")
-        if not 64 <= self.coc_memory_mb <= 4096:
-            raise ValueError("coc_memory_mb must be between 64 and 4096")
+    coc_max_attempts: int = opt(2, ge=1, le=5)
+    coc_timeout: float = opt(10.0, ge=0.5, le=60, unit="seconds")
+    coc_memory_mb: int = opt(512, ge=64, le=4096, unit="MB")
 
 
 def emulated_output(text: str) -> str:

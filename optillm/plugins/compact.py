@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..options import opt
 from ..toolkit.context import Answer, RunContext
 from ..types import Completion, Message
 
@@ -41,17 +42,9 @@ PER_MESSAGE_TOKENS = 4
 
 @dataclass(frozen=True)
 class Options:
-    compact_max_tokens: int = 3000
-    compact_keep_turns: int = 2
-    compact_summary_tokens: int = 512
-
-    def __post_init__(self):
-        if not 64 <= self.compact_max_tokens <= 10_000_000:
-            raise ValueError("compact_max_tokens must be between 64 and 10000000")
-        if not 1 <= self.compact_keep_turns <= 100:
-            raise ValueError("compact_keep_turns must be between 1 and 100")
-        if not 16 <= self.compact_summary_tokens <= 8192:
-            raise ValueError("compact_summary_tokens must be between 16 and 8192")
+    compact_max_tokens: int = opt(3000, ge=64, le=10_000_000, unit="tokens")
+    compact_keep_turns: int = opt(2, ge=1, le=100)
+    compact_summary_tokens: int = opt(512, ge=16, le=8192, unit="tokens")
 
 
 def estimate_tokens(messages: Sequence[Message]) -> int:

@@ -40,6 +40,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..options import opt
 from ..toolkit.context import Answer, BudgetExhausted, RunContext
 from . import readurls
 from .web_search import QUERY_CHARS, SearchFailed, SearchOptions, SearchResult, backend_for, search
@@ -65,21 +66,10 @@ REPORT_PROMPT = ("{query}\n\nResearch draft:\n{draft}\n\nSources:\n{sources}\n\n
 
 @dataclass(frozen=True)
 class Options(SearchOptions):
-    deep_research_max_iterations: int = 2
-    deep_research_queries: int = 3
-    deep_research_max_sources: int = 10
-    deep_research_read_pages: int = 2
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 1 <= self.deep_research_max_iterations <= 10:
-            raise ValueError("deep_research_max_iterations must be between 1 and 10")
-        if not 1 <= self.deep_research_queries <= 5:
-            raise ValueError("deep_research_queries must be between 1 and 5")
-        if not 1 <= self.deep_research_max_sources <= 50:
-            raise ValueError("deep_research_max_sources must be between 1 and 50")
-        if not 0 <= self.deep_research_read_pages <= 5:
-            raise ValueError("deep_research_read_pages must be between 0 and 5")
+    deep_research_max_iterations: int = opt(2, ge=1, le=10)
+    deep_research_queries: int = opt(3, ge=1, le=5)
+    deep_research_max_sources: int = opt(10, ge=1, le=50)
+    deep_research_read_pages: int = opt(2, ge=0, le=5)
 
 
 def parse_queries(text: str, limit: int) -> list[str]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..options import opt
 from ..toolkit.answers import extract_answer, vote
 from ..toolkit.context import Answer, RunContext
 
@@ -47,22 +48,11 @@ REASONING_MODULES = (
 
 @dataclass(frozen=True)
 class Options:
-    deepthink_samples: int = 3
-    deepthink_threshold: float = 0.6
-    deepthink_temperature: float = 0.7
-    deepthink_modules: int = 3
+    deepthink_samples: int = opt(3, ge=1, le=16)
+    deepthink_threshold: float = opt(0.6, ge=0, le=1)
+    deepthink_temperature: float = opt(0.7, ge=0, le=2)
+    deepthink_modules: int = opt(3, ge=1, le=len(REASONING_MODULES))
     deepthink_self_discover: bool = True
-
-    def __post_init__(self):
-        if not 1 <= self.deepthink_samples <= 16:
-            raise ValueError("deepthink_samples must be between 1 and 16")
-        if not 0.0 <= self.deepthink_threshold <= 1.0:
-            raise ValueError("deepthink_threshold must be between 0 and 1")
-        if not 0.0 <= self.deepthink_temperature <= 2.0:
-            raise ValueError("deepthink_temperature must be between 0 and 2")
-        if not 1 <= self.deepthink_modules <= len(REASONING_MODULES):
-            raise ValueError(f"deepthink_modules must be between 1 and "
-                             f"{len(REASONING_MODULES)}")
 
 
 def _modules_listing() -> str:

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..options import opt
 from ..toolkit.context import Answer, RunContext
 
 SLUG = "executecode"
@@ -38,15 +39,9 @@ _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOT
 
 @dataclass(frozen=True)
 class Options:
-    executecode_timeout: float = 10.0
-    executecode_memory_mb: int = 512
+    executecode_timeout: float = opt(10.0, ge=0.5, le=60, unit="seconds")
+    executecode_memory_mb: int = opt(512, ge=64, le=4096, unit="MB")
     executecode_write_code: bool = True
-
-    def __post_init__(self):
-        if not 0.5 <= self.executecode_timeout <= 60:
-            raise ValueError("executecode_timeout must be between 0.5 and 60 seconds")
-        if not 64 <= self.executecode_memory_mb <= 4096:
-            raise ValueError("executecode_memory_mb must be between 64 and 4096")
 
 
 def _compiles(code: str) -> bool:

@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..options import opt
 from ..toolkit.context import Answer, RunContext
 from ..errors import BadRequestError, MissingExtraError, UpstreamError
 from ..types import Message
@@ -37,11 +38,7 @@ EXTRA = "json"
 
 @dataclass(frozen=True)
 class Options:
-    json_repair_attempts: int = 2
-
-    def __post_init__(self):
-        if not 0 <= self.json_repair_attempts <= 5:
-            raise ValueError("json_repair_attempts must be between 0 and 5")
+    json_repair_attempts: int = opt(2, ge=0, le=5)
 
 
 def requested_schema(response_format: Any) -> dict | None:

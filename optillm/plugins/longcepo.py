@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..options import opt
 from ..toolkit.context import Answer, BudgetExhausted, RunContext
 from ..types import Completion
 from .memory import chunk_text, parse_notes, split_query
@@ -42,19 +43,11 @@ STREAMS = True
 
 @dataclass(frozen=True)
 class Options:
-    longcepo_chunk_chars: int = 4000
-    longcepo_max_chunks: int = 32
-    longcepo_subquestions: int = 3
-    longcepo_collapse_chars: int = 8000
-    longcepo_collapse_levels: int = 2
-
-    def __post_init__(self):
-        checks = (("longcepo_chunk_chars", 200, 100_000), ("longcepo_max_chunks", 1, 256),
-                  ("longcepo_subquestions", 1, 10), ("longcepo_collapse_chars", 500, 200_000),
-                  ("longcepo_collapse_levels", 0, 5))
-        for name, low, high in checks:
-            if not low <= getattr(self, name) <= high:
-                raise ValueError(f"{name} must be between {low} and {high}")
+    longcepo_chunk_chars: int = opt(4000, ge=200, le=100_000, unit="characters")
+    longcepo_max_chunks: int = opt(32, ge=1, le=256)
+    longcepo_subquestions: int = opt(3, ge=1, le=10)
+    longcepo_collapse_chars: int = opt(8000, ge=500, le=200_000, unit="characters")
+    longcepo_collapse_levels: int = opt(2, ge=0, le=5)
 
 
 def plan_prompt(question: str, k: int) -> str:

@@ -42,6 +42,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..options import opt
 from ..toolkit.context import Answer, RunContext
 from ..errors import BadRequestError, MissingExtraError
 from ..types import Message
@@ -54,14 +55,8 @@ CONFIG_NAME = "mcp_config.json"
 
 @dataclass(frozen=True)
 class Options:
-    mcp_max_rounds: int = 5
-    mcp_timeout: float = 30.0
-
-    def __post_init__(self):
-        if not 1 <= self.mcp_max_rounds <= 20:
-            raise ValueError("mcp_max_rounds must be between 1 and 20")
-        if not 1 <= self.mcp_timeout <= 300:
-            raise ValueError("mcp_timeout must be between 1 and 300 seconds")
+    mcp_max_rounds: int = opt(5, ge=1, le=20)
+    mcp_timeout: float = opt(30.0, ge=1, le=300, unit="seconds")
 
 
 def config_file(config_path: str) -> str:

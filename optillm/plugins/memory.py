@@ -42,6 +42,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from ..options import opt
 from ..toolkit.context import Answer, RunContext
 from ..errors import BadRequestError, MissingExtraError
 from ..types import Completion
@@ -54,18 +55,12 @@ MAX_STORED = 2000
 
 @dataclass(frozen=True)
 class Options:
-    memory_chunk_chars: int = 4000
-    memory_max_chunks: int = 32
-    memory_top_k: int = 8
+    memory_chunk_chars: int = opt(4000, ge=200, le=100_000, unit="characters")
+    memory_max_chunks: int = opt(32, ge=1, le=256)
+    memory_top_k: int = opt(8, ge=1, le=100)
     memory_persist_path: str | None = None
 
     def __post_init__(self):
-        if not 200 <= self.memory_chunk_chars <= 100_000:
-            raise ValueError("memory_chunk_chars must be between 200 and 100000")
-        if not 1 <= self.memory_max_chunks <= 256:
-            raise ValueError("memory_max_chunks must be between 1 and 256")
-        if not 1 <= self.memory_top_k <= 100:
-            raise ValueError("memory_top_k must be between 1 and 100")
         path = self.memory_persist_path
         if path is not None:
             parts = PurePosixPath(path).parts

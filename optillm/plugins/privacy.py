@@ -43,6 +43,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..options import opt
 from ..toolkit.context import Answer, RunContext
 from ..errors import MissingExtraError
 from ..types import Message
@@ -61,11 +62,9 @@ PRESIDIO_ENTITIES = ("PERSON", "LOCATION", "NRP", "ORGANIZATION", "PHONE_NUMBER"
 class Options:
     privacy_ner: bool = True
     privacy_approach: str | None = None
-    privacy_min_score: float = 0.5
+    privacy_min_score: float = opt(0.5, ge=0, le=1)
 
     def __post_init__(self):
-        if not 0.0 <= self.privacy_min_score <= 1.0:
-            raise ValueError("privacy_min_score must be between 0 and 1")
         if self.privacy_approach is not None and (not self.privacy_approach.strip()
                                                   or self.privacy_approach == SLUG):
             raise ValueError("privacy_approach must name another approach")

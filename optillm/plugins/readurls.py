@@ -32,6 +32,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from ..options import opt
 from ..toolkit import net
 from ..toolkit.context import Answer, RunContext
 
@@ -43,18 +44,10 @@ URL_RE = re.compile(r"https?://[^\s<>\"'`\])}]+", re.I)
 
 @dataclass(frozen=True)
 class Options:
-    readurls_max_urls: int = 5
-    readurls_max_chars: int = 8000
-    readurls_timeout: float = 10.0
+    readurls_max_urls: int = opt(5, ge=1, le=20)
+    readurls_max_chars: int = opt(8000, ge=100, le=200_000, unit="characters")
+    readurls_timeout: float = opt(10.0, gt=0, le=60, unit="seconds")
     readurls_answer: bool = False
-
-    def __post_init__(self):
-        if not 1 <= self.readurls_max_urls <= 20:
-            raise ValueError("readurls_max_urls must be between 1 and 20")
-        if not 100 <= self.readurls_max_chars <= 200_000:
-            raise ValueError("readurls_max_chars must be between 100 and 200000")
-        if not 0 < self.readurls_timeout <= 60:
-            raise ValueError("readurls_timeout must be more than 0 and at most 60 seconds")
 
 
 def find_urls(text: str) -> list[str]:

@@ -36,6 +36,7 @@ import re
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from ..options import opt
 from ..toolkit.context import Answer, RunContext
 
 SLUG = "router"
@@ -74,7 +75,7 @@ FACTUAL_MAX_CHARS = 300
 @dataclass(frozen=True)
 class Options:
     router_table: dict | None = None
-    router_long_chars: int = 8000
+    router_long_chars: int = opt(8000, ge=100, le=10_000_000, unit="characters")
 
     def __post_init__(self):
         table = self.router_table
@@ -88,8 +89,6 @@ class Options:
             if SLUG in table.values():
                 raise ValueError("router_table may not route to the router itself")
             object.__setattr__(self, "router_table", MappingProxyType(dict(table)))
-        if not 100 <= self.router_long_chars <= 10_000_000:
-            raise ValueError("router_long_chars must be between 100 and 10000000")
 
 
 def classify(query: str, conversation_chars: int, long_chars: int = 8000

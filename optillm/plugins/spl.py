@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..options import opt
 from ..toolkit.context import Answer, RunContext
 from ..types import Message
 
@@ -57,11 +58,7 @@ LEARN_PROMPT = ("You improve a library of problem-solving strategies.\n"
 @dataclass(frozen=True)
 class Options:
     spl_learning: bool = False
-    spl_max_strategies: int = 3
-
-    def __post_init__(self):
-        if not 1 <= self.spl_max_strategies <= 10:
-            raise ValueError("spl_max_strategies must be between 1 and 10")
+    spl_max_strategies: int = opt(3, ge=1, le=10)
 
 
 def store_dir(data_path: str) -> str:

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from ..options import opt
 from ..toolkit import net
 from ..toolkit.context import Answer, RunContext
 from ..errors import BadRequestError
@@ -71,33 +72,22 @@ MAX_ANSWER_BYTES = 2_000_000
 class SearchOptions:
     """The search backend's options, shared with ``deep_research``."""
 
-    web_search_backend: str = "searxng"
+    web_search_backend: str = opt("searxng", choices=BACKENDS)
     web_search_url: str | None = None
     web_search_api_key: str | None = None
-    web_search_max_results: int = 5
-    web_search_timeout: float = 10.0
+    web_search_max_results: int = opt(5, ge=1, le=20)
+    web_search_timeout: float = opt(10.0, ge=0.5, le=60, unit="seconds")
 
     def __post_init__(self):
-        if self.web_search_backend not in BACKENDS:
-            raise ValueError(f"web_search_backend must be one of {', '.join(BACKENDS)}")
         if self.web_search_url is not None:
             parts = urlsplit(self.web_search_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError("web_search_url must be an http(s) URL")
-        if not 1 <= self.web_search_max_results <= 20:
-            raise ValueError("web_search_max_results must be between 1 and 20")
-        if not 0.5 <= self.web_search_timeout <= 60:
-            raise ValueError("web_search_timeout must be between 0.5 and 60 seconds")
 
 
 @dataclass(frozen=True)
 class Options(SearchOptions):
-    web_search_mode: str = "answer"
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.web_search_mode not in ("answer", "augment"):
-            raise ValueError("web_search_mode must be 'answer' or 'augment'")
+    web_search_mode: str = opt("answer", choices=("answer", "augment"))
 
 
 @dataclass(frozen=True)

@@ -190,7 +190,7 @@ def _passthrough(body, raw: bytes, plan, stream: bool, messages, meta, record,
     """Relay the client's bytes (re-serialised only when the model, proxy fields, messages
     or a cache directive must change) and the upstream's answer, through the cache when on."""
     svc = services()
-    fields = svc.registry.proxy_fields
+    fields = svc.registry.consumed_fields(plan.slugs)
     proxy_fields = [k for k in body if k in fields]
     if plan.model != body["model"] or proxy_fields or messages is not None \
             or control is not None:  # (``raw`` still carries the directive)
