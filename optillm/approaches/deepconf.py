@@ -40,6 +40,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..options import opt
 from ..toolkit.answers import Vote, extract_answer, vote
 from ..toolkit.confidence import (
     METHODS,
@@ -87,35 +88,21 @@ def parse_filter(method: str) -> tuple[int | None, float | None]:
 
 @dataclass(frozen=True)
 class Options:
-    tts_strategy: str | None = None
-    tts_mode: str = "offline"
-    tts_budget: int = 8
+    tts_strategy: str | None = opt(None, choices=STRATEGIES)
+    tts_mode: str = opt("offline", choices=MODES)
+    tts_budget: int = opt(8, ge=1, le=MAX_BUDGET)
     tts_filter_method: str | None = None
-    tts_warmup: int | None = None
-    tts_window: int | None = None
-    tts_consensus: float = 0.95
-    tts_confidence: str = "lowest"
-    tts_wave: int = 2
+    tts_warmup: int | None = opt(None, ge=1)  # and at most tts_budget
+    tts_window: int | None = opt(None, ge=1, le=4 * 2048, unit="tokens")
+    tts_consensus: float = opt(0.95, gt=0, le=1)
+    tts_confidence: str = opt("lowest", choices=METHODS)
+    tts_wave: int = opt(2, ge=1, le=16)
 
     def __post_init__(self):
-        if self.tts_strategy is not None and self.tts_strategy not in STRATEGIES:
-            raise ValueError(f"tts_strategy must be one of {', '.join(STRATEGIES)}")
-        if self.tts_mode not in MODES:
-            raise ValueError(f"tts_mode must be one of {', '.join(MODES)}")
-        if not 1 <= self.tts_budget <= MAX_BUDGET:
-            raise ValueError(f"tts_budget must be between 1 and {MAX_BUDGET}")
         if self.tts_filter_method is not None:
             parse_filter(self.tts_filter_method)
-        if self.tts_warmup is not None and not 1 <= self.tts_warmup <= self.tts_budget:
+        if self.tts_warmup is not None and self.tts_warmup > self.tts_budget:
             raise ValueError("tts_warmup must be between 1 and tts_budget")
-        if self.tts_window is not None and not 1 <= self.tts_window <= 4 * 2048:
-            raise ValueError("tts_window must be between 1 and 8192 tokens")
-        if not 0.0 < self.tts_consensus <= 1.0:
-            raise ValueError("tts_consensus must be in (0, 1]")
-        if self.tts_confidence not in METHODS:
-            raise ValueError(f"tts_confidence must be one of {', '.join(METHODS)}")
-        if not 1 <= self.tts_wave <= 16:
-            raise ValueError("tts_wave must be between 1 and 16")
 
     @property
     def strategy(self) -> str:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..options import opt
 from ..toolkit.context import Answer, RunContext
 from ..errors import BadRequestError, CapabilityError
 from ..hookspecs import hookimpl
@@ -56,16 +57,8 @@ _SUFFIX = re.compile(r"^(?P<base>.+)-wait-(?P<rounds>[0-9]+)$")
 
 @dataclass(frozen=True)
 class Options:
-    wait_rounds: int = 3
-    wait_mode: str = "chat"
-
-    def __post_init__(self):
-        if not 1 <= self.wait_rounds <= MAX_ROUNDS:
-            raise ValueError(f"wait_rounds must be between 1 and {MAX_ROUNDS}, "
-                             f"got {self.wait_rounds}")
-        if self.wait_mode not in MODES:
-            raise ValueError(f"wait_mode must be one of {', '.join(map(repr, MODES))}, "
-                             f"got {self.wait_mode!r}")
+    wait_rounds: int = opt(3, ge=1, le=MAX_ROUNDS)
+    wait_mode: str = opt("chat", choices=MODES)
 
 
 @hookimpl
