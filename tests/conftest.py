@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,8 @@ from optillm.settings import Settings
 from .fakes import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
-OPENAPI = Path(os.environ.get("OPTILLM_OPENAPI_SPEC",
-                              ROOT.parent / "shared" / "reference" / "openai-openapi.yaml"))
+#: The vendored subset of OpenAI's OpenAPI description (scripts/vendor_openai_schemas.py).
+OPENAPI = ROOT / "optillm" / "web" / "vendor" / "openai-schemas.yaml"
 
 
 @pytest.fixture
@@ -89,6 +88,5 @@ def validate_openapi(instance, schema_name: str) -> None:
 @pytest.fixture
 def openapi():
     if not OPENAPI.exists():
-        pytest.fail(f"OpenAI's OpenAPI description is missing at {OPENAPI} "
-                    f"(set OPTILLM_OPENAPI_SPEC)")
+        pytest.fail(f"the vendored OpenAI schemas are missing at {OPENAPI}")
     return validate_openapi

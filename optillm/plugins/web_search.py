@@ -199,7 +199,8 @@ def search(query: str, opts: SearchOptions, backend: Backend) -> list[SearchResu
             raise SearchFailed(f"searxng search failed: answer over {MAX_ANSWER_BYTES} bytes")
         body = page.body
     else:
-        body = _keyed_request(kind, url, query, n, backend.api_key, opts.web_search_timeout)
+        body = _keyed_request(kind, url, query, n, backend.api_key, opts.web_search_timeout,
+                              backend.allow_private)
     try:
         data = json.loads(body)
     except ValueError as exc:
@@ -208,33 +209,29 @@ def search(query: str, opts: SearchOptions, backend: Backend) -> list[SearchResu
 
 
 def _keyed_request(kind: str, url: str, query: str, n: int, key: str | None,
-                   timeout: float) -> bytes:
-    """The body of a Brave (GET) or Serper (POST) request with the key header; the URL's host
-    was checked by ``backend_for`` when the request chose it."""
-    import httpx  # the upstream layer's dependency; imported where used
-
-    headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+                   timeout: float, allow_private: bool | tuple[str, ...] = False) -> bytes:
+    """The body of a Brave (GET) or Serper (POST) request with the key header, through the
+    toolkit's address-checked fetcher (no redirect is followed with the key)."""
+    headers = {"Accept": "application/json"}
     if kind == "brave":
         if key:
             headers["X-Subscription-Token"] = key
-        request = {"method": "GET", "url": url, "params": {"q": query, "count": n}}
+        target, method, body = f"{url}?{urlencode({'q': query, 'count': n})}", "GET", None
     else:
         if key:
             headers["X-API-KEY"] = key
-        request = {"method": "POST", "url": url, "json": {"q": query, "num": n}}
+        headers["Content-Type"] = "application/json"
+        target, method = url, "POST"
+        body = json.dumps({"q": query, "num": n}).encode()
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as http, \
-                http.stream(headers=headers, **request) as resp:
-            resp.raise_for_status()  # a redirect too: it is not followed
-            body = bytearray()
-            for chunk in resp.iter_bytes():
-                body += chunk
-                if len(body) > MAX_ANSWER_BYTES:
-                    raise SearchFailed(f"{kind} search failed: answer over "
-                                       f"{MAX_ANSWER_BYTES} bytes")
-            return bytes(body)
-    except httpx.HTTPError as exc:
-        raise SearchFailed(f"{kind} search failed: {type(exc).__name__}: {exc}") from exc
+        page = net.fetch(target, allow_private=allow_private, timeout=timeout,
+                         max_bytes=MAX_ANSWER_BYTES, max_redirects=0 if key else 3,
+                         method=method, headers=headers, body=body)
+    except net.FetchError as exc:
+        raise SearchFailed(f"{kind} search failed: {exc}") from exc
+    if page.truncated:
+        raise SearchFailed(f"{kind} search failed: answer over {MAX_ANSWER_BYTES} bytes")
+    return page.body
 
 
 def format_results(query: str, results: list[SearchResult], start: int = 1) -> str:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -161,11 +161,15 @@ def _pinned_pool(scheme: str, host: str, port: int, addresses: list[str], timeou
 def fetch(url: str, *, allow_private: bool | Iterable[str] = False,
           timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAULT_MAX_BYTES,
           max_redirects: int = DEFAULT_MAX_REDIRECTS,
-          resolver: Resolver = _system_resolver) -> Fetched:
-    """GET ``url`` under the module's rules (see the module docstring).
+          resolver: Resolver = _system_resolver, method: str = "GET",
+          headers: Mapping[str, str] | None = None, body: bytes | None = None) -> Fetched:
+    """GET (or ``method``) ``url`` under the module's rules (see the module docstring).
 
     ``timeout`` is seconds for the whole fetch, redirects included; ``max_bytes`` caps the
     body; ``resolver(host, port) -> [address, ...]`` is the name lookup (tests replace it).
+    ``headers`` are added to (and may replace) the default ones; ``body`` is sent with
+    ``method``. Only a GET follows redirects: another method's redirect is refused, so a
+    request body (an API key header, a query) is never replayed at a host it was not meant for.
 
     Raises: FetchRefused, FetchFailed.
     """
@@ -189,15 +193,19 @@ def fetch(url: str, *, allow_private: bool | Iterable[str] = False,
             raise FetchFailed(f"fetching {url} took longer than {timeout:g}s", current)
         pool = _pinned_pool(parts.scheme, parts.hostname, port, addresses, left)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        sent = {"User-Agent": USER_AGENT,
+                "Accept": "text/html, text/plain;q=0.9, */*;q=0.5", **(headers or {})}
         try:
-            resp = pool.urlopen("GET", path, redirect=False, preload_content=False,
-                                headers={"User-Agent": USER_AGENT, "Accept": "text/html, "
-                                         "text/plain;q=0.9, */*;q=0.5"})
+            resp = pool.urlopen(method, path, body=body, redirect=False,
+                                preload_content=False, headers=sent)
         except urllib3.exceptions.HTTPError as exc:
             pool.close()
             raise FetchFailed(f"fetching {current} failed: {exc}", current) from exc
         try:
             if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
+                if method != "GET":
+                    raise FetchRefused(f"refused to follow a redirect of a {method} to "
+                                       f"{resp.headers['Location']}", current)
                 current = urljoin(current, resp.headers["Location"])
                 continue
             if resp.status >= 400:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from ..concurrency import BoundedExecutor
 from ..errors import BadRequestError
-from ..types import ChatRequest, Choice, Completion, Usage
+from ..types import ChatRequest, Choice, Completion, Usage, generated_text, reasoning_share
 from .base import NO_META, CallMeta, UpstreamWrapper
 
 
@@ -129,5 +129,7 @@ class BatchingUpstream(UpstreamWrapper):
             own = tuple(Choice(i, c.message, c.finish_reason, None, c.extra)
                         for i, c in enumerate(mine))
             p.future.set_result(completion.replace(
-                choices=own, usage=Usage(completion.usage.prompt_tokens, tokens)))
+                choices=own, usage=Usage(
+                    completion.usage.prompt_tokens, tokens,
+                    reasoning_share([generated_text(c.message) for c in own], tokens))))
 

@@ -18,7 +18,7 @@ import threading
 
 from ..concurrency import BoundedExecutor
 from ..errors import BadRequestError
-from ..types import ChatRequest, Choice, Completion, Usage
+from ..types import ChatRequest, Choice, Completion, Usage, generated_text, reasoning_share
 from .base import NO_META, CallMeta, UpstreamWrapper
 
 _BOUND = re.compile(r"(?:<=|at most|maximum(?: of| is)?|max(?:imum)?\s*[:=]?|up to)\s*(\d+)",
@@ -115,7 +115,9 @@ class ChoicesUpstream(UpstreamWrapper):
             if reported < total:
                 with self._lock:
                     self.counts_one_choice = True
-                usage = Usage(completion.usage.prompt_tokens, total)
+                usage = Usage(completion.usage.prompt_tokens, total,
+                              reasoning_share([generated_text(c.message) for c in choices],
+                                              total))
                 return completion.replace(choices=choices, usage=usage)
             with self._lock:
                 if self.counts_one_choice is None:

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from urllib3.util import connection as u3conn
 
-from optillm import net
+from optillm.toolkit import net
 from optillm.plugins import readurls
 
 from ..conftest import chat

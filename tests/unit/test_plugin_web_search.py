@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from urllib3.util import connection as u3conn
 
-from optillm import net
+from optillm.toolkit import net
 from optillm.plugins import web_search
 
 from ..conftest import chat
