@@ -32,7 +32,9 @@ def test_passthrough_rewrites_model_and_strips_proxy_fields(client, fake):
     assert r.status_code == 200
     sent = json.loads(fake.forwarded[0])
     assert sent["model"] == "fake-model" and sent["top_k"] == 2
-    assert "optillm" not in sent and "best_of_n" not in sent
+    assert "optillm" not in sent
+    # another approach's option is an ordinary field here: only the plan's are consumed
+    assert sent["best_of_n"] == 4
 
 
 def test_passthrough_stream_relays_sse(client, fake):
