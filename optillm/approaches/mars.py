@@ -1,118 +1,81 @@
-"""MARS, a multi-agent reasoning system: diverse agents, aggregation, verification, repair.
+"""MARS, a multi-agent reasoning system: a population of solutions, aggregation, a strategy
+network, verification, repair and a synthesis.
 
-After OptiLLM's ``mars``. Its parts: agents sampling at varied temperatures (self-consistency,
-arXiv 2203.11171), recursive self-aggregation of solutions (RSA, arXiv 2509.26626),
-verify-then-improve loops (Self-Refine, arXiv 2303.17651) and a final synthesis.
+After OptiLLM's ``mars`` (codelion/optillm 0.4.0, ``optillm/mars/``). Its parts: agents
+sampling at varied temperatures (self-consistency, arXiv 2203.11171), recursive
+self-aggregation of a population (RSA, arXiv 2509.26626), cross-agent strategy sharing
+(OptiLLM's strategy network), verify-then-improve loops (Self-Refine, arXiv 2303.17651) and a
+final synthesis. N agents, population P (``population_size``, default N), K, L, V, A, R below
+are the ``mars_config`` keys of ``MarsConfig`` (``_mars_config``).
 
-1. Agents (N calls, concurrent): agent i answers the conversation at temperature
-   ``agent_temperatures[i]`` (the list is cycled to ``num_agents``).
-2. Aggregation (``aggregation: "rsa"``, L x N calls, each loop concurrent; skipped with one
-   agent): in each of ``aggregation_loops`` loops agent i combines ``aggregation_size``
-   solutions of the population (its own and the next ones, cyclically) into an improved one.
-3. Verification (V x N calls, concurrent): each solution is checked ``verification_passes``
-   times; it is verified when every pass ends with ``VERDICT: PASS`` (``parse_verdict``; an
-   unreadable verdict counts as a failure).
-4. Improvement (up to R rounds): each failed solution is rewritten from its verifiers'
-   feedback (concurrent), then verified again (V calls each); rounds stop once all pass.
-5. Synthesis (1 call, ``final=True``): the final answer from the verified solutions (from all,
-   best first, when none passed).
+1. Generation (one call per agent, concurrent): member j of the population is agent
+   ``j % N``'s, sampled at ``agent_temperatures[j % N]`` (an agent with several members
+   samples them in one call with ``n``).
+2. Aggregation (``aggregation: "rsa"``, L x P calls, each loop concurrent; skipped with one
+   member): in each loop member j combines K members (its own and the next ones,
+   cyclically) into an improved one; the P results replace the population.
+3. Strategy network (``enable_strategy_network``; P calls, concurrent): each solution's
+   reasoning strategy is extracted (``strategy_extraction_enabled``; a reply without the
+   labelled fields gives none). With ``cross_agent_enhancement`` (P more calls, concurrent)
+   each member rewrites its solution with up to two strategies of *other* agents. Strategies
+   also go into the improvement prompts of step 5.
+4. Verification (at most A x P calls, in concurrent waves): a solution is verified by V
+   consecutive ``VERDICT: PASS`` checks (``parse_verdict``; unreadable counts as a fail) within
+   A checks (``max_verification_attempts``, default V); checks stop once V can't be reached.
+5. Improvement (up to R rounds): each failed solution is rewritten from its failing checks'
+   feedback (concurrent), then verified again. Rounds stop once every solution (or
+   ``min_verified_solutions``) is verified, or, with ``early_termination``, once
+   ``consensus_threshold`` are.
+6. Synthesis (1 call, ``final=True``): the final answer from the verified solutions (from all
+   when none passed), best first, at most N. With ``use_thinking_tags`` the answer is
+   ``<think>\\n{synthesis}\\n</think>\\n\\n{final answer}`` (``answer_extraction_mode``).
 
-Upper bound (``max_calls(config)``): ``N + L*N + V*N + R*(N + V*N) + 1`` calls (L is 0 without
-aggregation or with one agent) and ``max_calls * max_tokens`` completion tokens. Critical-path
-depth: ``2 + L + 1 + 2R + 1`` calls at most. Sampling: every call sets its own temperature
-(agent temperatures; ``verification_temperature`` for checks) and ``max_tokens``
-(``mars_config.max_tokens``, else the client's, else 4096); other client parameters reach
-every call. Bounded by the request budget: once spent, the best solution so far (verified
-first, then most passes) is returned and ``optillm_budget.stopped_early`` is true.
+Upper bound: ``max_calls(config)`` calls (``N + L*P + S + A*P + R*(P + A*P) + 1``, S = P per
+strategy phase) and ``max_calls * max_tokens`` completion tokens; critical-path depth
+``max_depth(config)``. Sampling: every call sets its own temperature (agent temperatures;
+``verification_temperature`` for checks; 0.3 for strategy extraction) and ``max_tokens``
+(``mars_config.max_tokens``, else the client's, else 4096; a quarter, at least 256, for
+strategy extraction); with ``use_reasoning_api`` each call also carries ``reasoning_effort``
+for its phase unless the client sent one. Other client parameters reach every call. Bounded by
+the request budget: once spent, the best solution so far (verified first, then most passes) is
+returned and ``optillm_budget.stopped_early`` is true.
 
-Options (request body): ``mars_config``, a dict with the keys of ``MarsConfig`` (unknown keys
-and bad values are a 400). The choice carries ``optillm_mars``; the reasoning trace (every
-solution with its verdicts) is returned with ``return_full_response``.
+Options (request body): ``mars_config``, a dict of ``MarsConfig`` keys or OptiLLM's names for
+them (unknown keys, disagreeing pairs and bad values are a 400). The choice carries
+``optillm_mars``; the reasoning trace (every solution with its verdicts, the strategies) is
+returned with ``return_full_response``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..toolkit.context import Answer, BudgetExhausted, RunContext
+from ._mars_config import AGGREGATIONS, OPTILLM_ALIASES, MarsConfig, max_calls, max_depth
+from ._mars_strategies import (
+    THINK_OPEN,
+    Strategy,
+    effort,
+    enhance_prompt,
+    parse_strategy,
+    peer_strategies,
+    render_peers,
+    strategy_prompt,
+    with_thinking_tags,
+)
+
+__all__ = ["AGGREGATIONS", "OPTILLM_ALIASES", "MarsConfig", "Options", "Solution", "max_calls",
+           "max_depth", "parse_verdict", "run"]
 
 SLUG = "mars"
 STREAMS = True
 
 DEFAULT_MAX_TOKENS = 4096
-AGGREGATIONS = ("rsa", "none")
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class MarsConfig:
-    """``mars_config``: the shape of one run (see the module docstring)."""
-
-    num_agents: int = 3
-    agent_temperatures: tuple[float, ...] = (0.3, 0.6, 1.0)
-    aggregation: str = "rsa"
-    aggregation_size: int = 2
-    aggregation_loops: int = 1
-    verification_passes: int = 2
-    verification_temperature: float = 0.1
-    improvement_rounds: int = 2
-    max_tokens: int | None = None
-
-    def __post_init__(self):
-        checks = (("num_agents", 1, 8), ("aggregation_size", 1, 8), ("aggregation_loops", 0, 3),
-                  ("verification_passes", 1, 5), ("improvement_rounds", 0, 5))
-        for name, low, high in checks:
-            value = getattr(self, name)
-            if not _int(value) or not low <= value <= high:
-                raise ValueError(f"mars_config.{name} must be an integer from {low} to {high}")
-        temps = self.agent_temperatures
-        if not isinstance(temps, (list, tuple)) or not temps or len(temps) > 8 or not all(
-                _number(t) and 0 <= t <= 2 for t in temps):
-            raise ValueError("mars_config.agent_temperatures must be a list of 1 to 8 numbers "
-                             "between 0 and 2")
-        object.__setattr__(self, "agent_temperatures", tuple(float(t) for t in temps))
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"mars_config.aggregation must be one of {', '.join(AGGREGATIONS)}")
-        if not _number(self.verification_temperature) \
-                or not 0 <= self.verification_temperature <= 2:
-            raise ValueError("mars_config.verification_temperature must be between 0 and 2")
-        if self.max_tokens is not None and (not _int(self.max_tokens)
-                                            or not 1 <= self.max_tokens <= 1_000_000):
-            raise ValueError("mars_config.max_tokens must be a positive integer")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MarsConfig:
-        """Raises: ValueError naming unknown keys or a bad value."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown mars_config keys: {', '.join(map(str, unknown))} "
-                             f"(known: {', '.join(sorted(known))})")
-        return cls(**data)
-
-    @property
-    def loops(self) -> int:
-        """Aggregation loops that run (none with one agent or ``aggregation: "none"``)."""
-        return self.aggregation_loops if self.aggregation == "rsa" and self.num_agents > 1 else 0
-
-    def temperature(self, agent: int) -> float:
-        return self.agent_temperatures[agent % len(self.agent_temperatures)]
-
-
-def max_calls(config: MarsConfig) -> int:
-    """The most upstream calls one run makes (see the module docstring)."""
-    n, v = config.num_agents, config.verification_passes
-    return n + config.loops * n + v * n + config.improvement_rounds * (n + v * n) + 1
+STRATEGY_TEMPERATURE = 0.3
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -129,19 +92,34 @@ class Options:
 
 @dataclass
 class Solution:
+    member: int
     agent: int
     text: str
     verdicts: list[bool | None] = field(default_factory=list)
     feedback: list[str] = field(default_factory=list)
+    verified: bool = False
     improvements: int = 0
-
-    @property
-    def verified(self) -> bool:
-        return bool(self.verdicts) and all(v is True for v in self.verdicts)
+    enhanced: bool = False
 
     @property
     def passes(self) -> int:
         return sum(v is True for v in self.verdicts)
+
+    @property
+    def streak(self) -> int:
+        """Passing checks at the end of ``verdicts``."""
+        n = 0
+        for v in reversed(self.verdicts):
+            if v is not True:
+                break
+            n += 1
+        return n
+
+    @property
+    def failures(self) -> list[str]:
+        """The failing checks' replies (all replies when none failed)."""
+        failed = [f for f, v in zip(self.feedback, self.verdicts, strict=True) if v is not True]
+        return failed or list(self.feedback)
 
 
 # -- prompts ----------------------------------------------------------------------------------
@@ -163,10 +141,14 @@ def verify_prompt(query: str, solution: str) -> str:
             f"if it is correct and complete, or 'VERDICT: FAIL' if not.")
 
 
-def improve_prompt(query: str, solution: str, feedback: list[str]) -> str:
+def improve_prompt(query: str, solution: str, feedback: list[str],
+                   peers: list[Strategy] | None = None) -> str:
     notes = "\n\n".join(f"Review {i}:\n{f}" for i, f in enumerate(feedback, 1))
+    shared = (f"\n\nStrategies other solvers used on this problem:\n\n{render_peers(peers)}"
+              if peers else "")
     return (f"{query}\n\nYour earlier solution:\n{solution}\n\nReviewers found problems:\n\n"
-            f"{notes}\n\nWrite a corrected, complete solution that ends with the final answer.")
+            f"{notes}{shared}\n\nWrite a corrected, complete solution that ends with the final "
+            f"answer.")
 
 
 def synthesis_prompt(query: str, solutions: list[Solution]) -> str:
@@ -202,81 +184,222 @@ def parse_verdict(text: str) -> bool | None:
 # -- the run ---------------------------------------------------------------------------------
 
 def _ranked(solutions: list[Solution]) -> list[Solution]:
-    return sorted(solutions, key=lambda s: (not s.verified, -s.passes, s.agent))
+    return sorted(solutions, key=lambda s: (not s.verified, -s.passes, s.member))
+
+
+class _Run:
+    """One request's phases over ``ctx`` (the state the phases share)."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+        self.cfg: MarsConfig = ctx.options.mars_config
+        self.query = ctx.query
+        self.tokens = self.cfg.max_tokens or ctx.sampling.get("max_tokens") \
+            or ctx.sampling.get("max_completion_tokens") or DEFAULT_MAX_TOKENS
+        self.solutions: list[Solution] = []
+        self.strategies: list[Strategy] = []
+        self.loops = 0
+        self.rounds = 0
+        self._stop: BudgetExhausted | None = None
+
+    # -- calls ----------------------------------------------------------------------------
+
+    def params(self, phase: str, temperature: float, tokens: int | None = None) -> dict:
+        out = {"temperature": temperature, "max_tokens": tokens or self.tokens,
+               "max_completion_tokens": None}
+        if self.cfg.use_reasoning_api and "reasoning_effort" not in self.ctx.sampling:
+            out["reasoning_effort"] = effort(phase, temperature)
+        return out
+
+    def ask(self, prompt: str, phase: str, temperature: float, **extra: Any) -> str:
+        return self.ctx.complete(self.ctx.with_query(prompt), **self.params(
+            phase, temperature, extra.pop("tokens", None)), **extra).text
+
+    def fan(self, fn: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
+        """``ctx.map`` that keeps what finished when the budget runs out mid-phase: the
+        stopped items give None; the caller records the rest, then ``settle`` raises."""
+        stops: list[BudgetExhausted] = []
+
+        def job(item: T) -> Any:
+            try:
+                return fn(item)
+            except BudgetExhausted as exc:
+                stops.append(exc)
+                return None
+
+        out = self.ctx.map(job, items)
+        self._stop = stops[0] if stops else None
+        return out
+
+    def settle(self) -> None:
+        if self._stop is not None:
+            raise self._stop
+
+    # -- phases ---------------------------------------------------------------------------
+
+    def generate(self) -> None:
+        cfg = self.cfg
+        owners = list(range(min(cfg.num_agents, cfg.population)))
+        counts = [len(range(a, cfg.population, cfg.num_agents)) for a in owners]
+        texts = self.fan(lambda a: self.ctx.sample(
+            counts[a], self.ctx.with_query(agent_prompt(self.query)), answer=True,
+            **self.params("agent", cfg.temperature(a))), owners)
+        for member in range(cfg.population):
+            got = texts[cfg.agent(member)]
+            if got is not None:
+                index = member // cfg.num_agents
+                text = got[index] if index < len(got) else ""
+                self.solutions.append(Solution(member, cfg.agent(member), text or ""))
+        self.settle()
+
+    def aggregate(self) -> None:
+        cfg = self.cfg
+        for _ in range(cfg.loops):
+            pop = self.solutions
+            size = min(cfg.aggregation_size, len(pop))
+            jobs = [(aggregate_prompt(self.query, [pop[(i + j) % len(pop)].text
+                                                   for j in range(size)]),
+                     cfg.temperature(s.agent)) for i, s in enumerate(pop)]
+            texts = self.fan(lambda job: self.ask(job[0], "rsa", job[1]), jobs)
+            self.solutions = [Solution(s.member, s.agent, t if t and t.strip() else s.text)
+                              for s, t in zip(pop, texts, strict=True)]
+            self.settle()
+            self.loops += 1
+
+    def share_strategies(self) -> None:
+        cfg = self.cfg
+        if not cfg.extracts:
+            return
+        tokens = max(min(self.tokens, 256), self.tokens // 4)
+        replies = self.fan(lambda s: self.ask(strategy_prompt(self.query, s.text), "strategy",
+                                              STRATEGY_TEMPERATURE, tokens=tokens),
+                           self.solutions)
+        for s, reply in zip(self.solutions, replies, strict=True):
+            found = parse_strategy(reply, s.member, s.agent) if reply is not None else None
+            if found is not None:
+                self.strategies.append(found)
+        self.settle()
+        if not cfg.enhances or not self.strategies:
+            return
+        jobs = [(s, peers) for s in self.solutions if (peers := self.peers(s))]
+        texts = self.fan(lambda job: self.ask(enhance_prompt(self.query, job[0].agent,
+                                                             job[0].text, job[1]),
+                                              "enhance", cfg.temperature(job[0].agent)), jobs)
+        for (s, _), text in zip(jobs, texts, strict=True):
+            if text and text.strip():
+                s.text, s.enhanced = text, True
+        self.settle()
+
+    def peers(self, s: Solution) -> list[Strategy]:
+        return peer_strategies(s.member, s.agent, self.strategies, self.cfg.population)
+
+    def verify(self, batch: list[Solution]) -> None:
+        cfg = self.cfg
+        need, attempts = cfg.verification_passes, cfg.attempts
+        for s in batch:
+            s.verdicts, s.feedback, s.verified = [], [], False
+        pending = list(batch)
+        while pending:
+            jobs = [s for s in pending
+                    for _ in range(min(need - s.streak, attempts - len(s.verdicts)))]
+            replies = self.fan(lambda s: self.ask(verify_prompt(self.query, s.text), "verify",
+                                                  cfg.verification_temperature), jobs)
+            for s, reply in zip(jobs, replies, strict=True):
+                if reply is not None:
+                    s.verdicts.append(parse_verdict(reply))
+                    s.feedback.append(reply)
+            for s in pending:
+                s.verified = s.streak >= need
+            self.settle()
+            pending = [s for s in pending if not s.verified
+                       and attempts - len(s.verdicts) >= need - s.streak]
+
+    def enough(self) -> bool:
+        """Whether the improvement rounds stop (see the module docstring, step 5)."""
+        cfg = self.cfg
+        verified = sum(s.verified for s in self.solutions)
+        if verified == len(self.solutions) or verified >= (cfg.min_verified_solutions
+                                                          or len(self.solutions)):
+            return True
+        return cfg.early_termination and cfg.consensus_threshold is not None \
+            and verified >= cfg.consensus_threshold
+
+    def improve(self) -> None:
+        cfg = self.cfg
+        for _ in range(cfg.improvement_rounds):
+            if self.enough():
+                break
+            self.rounds += 1
+            failed = [s for s in self.solutions if not s.verified]
+            texts = self.fan(lambda s: self.ask(
+                improve_prompt(self.query, s.text, s.failures, self.peers(s)), "improve",
+                cfg.temperature(s.agent)), failed)
+            improved = []
+            for s, text in zip(failed, texts, strict=True):
+                if text and text.strip():
+                    s.text, s.improvements = text, s.improvements + 1
+                    improved.append(s)
+            self.settle()
+            self.verify(improved)
+
+    def synthesize(self) -> tuple[str, str, bool]:
+        """(text, finish_reason, stopped early)."""
+        cfg, ctx = self.cfg, self.ctx
+        ranked = _ranked(self.solutions)
+        if ctx.budget.stopped_early:
+            return ranked[0].text, "stop", True
+        chosen = ([s for s in ranked if s.verified] or ranked)[:cfg.num_agents]
+        if cfg.use_thinking_tags:
+            ctx.emit(THINK_OPEN)
+        try:
+            final = ctx.complete(ctx.with_query(synthesis_prompt(self.query, chosen)),
+                                 final=True, **self.params("synthesis", cfg.temperature(0)))
+        except BudgetExhausted:
+            return ranked[0].text, "stop", True
+        finish = (final.choices[0].finish_reason if final.choices else None) or "stop"
+        return final.text, finish, False
+
+    def metadata(self, stopped: bool) -> dict:
+        cfg = self.cfg
+        verified = sum(s.verified for s in self.solutions)
+        return {"optillm_mars": {
+            "agents": [{"agent": s.agent, "member": s.member,
+                        "temperature": cfg.temperature(s.agent), "verified": s.verified,
+                        "passes": s.passes, "checks": len(s.verdicts),
+                        "improvements": s.improvements, "enhanced": s.enhanced}
+                       for s in self.solutions],
+            "population": cfg.population, "aggregation_loops": self.loops,
+            "strategies": [s.to_dict() for s in self.strategies],
+            "verified": verified,
+            "consensus": cfg.consensus_threshold is not None
+            and verified >= cfg.consensus_threshold,
+            "improvement_rounds": self.rounds, "max_calls": max_calls(cfg),
+            "max_completion_tokens": max_calls(cfg) * self.tokens, "calls": self.ctx.calls,
+            "stopped_early": stopped}, **self.ctx.budget_metadata()}
+
+    def trace(self, text: str) -> str:
+        cfg = self.cfg
+        parts = [f"Agent {s.agent}, solution {s.member} (temperature "
+                 f"{cfg.temperature(s.agent)}, {s.passes}/{len(s.verdicts)} checks passed):\n"
+                 f"{s.text}" for s in self.solutions]
+        parts += [f"Strategy of solution {s.member} (agent {s.agent}):\n{s.render()}"
+                  for s in self.strategies]
+        return "\n\n".join(parts + [f"Answer:\n{text}"])
 
 
 def run(ctx: RunContext) -> Answer:
-    cfg: MarsConfig = ctx.options.mars_config
-    query = ctx.query
-    tokens = cfg.max_tokens or ctx.sampling.get("max_tokens") \
-        or ctx.sampling.get("max_completion_tokens") or DEFAULT_MAX_TOKENS
-    limits = {"max_tokens": tokens, "max_completion_tokens": None}
-    solutions: list[Solution] = []
-    trace: list[str] = []
-    rounds = 0
-
-    def ask(prompt: str, temperature: float, **extra: Any) -> str:
-        return ctx.complete(ctx.with_query(prompt), temperature=temperature, **limits,
-                            **extra).text
-
-    def verify(batch: list[Solution]) -> None:
-        jobs = [(s, p) for s in batch for p in range(cfg.verification_passes)]
-        replies = ctx.map(lambda job: ask(verify_prompt(query, job[0].text),
-                                          cfg.verification_temperature), jobs)
-        for s in batch:
-            s.verdicts, s.feedback = [], []
-        for (s, _), reply in zip(jobs, replies, strict=True):
-            s.verdicts.append(parse_verdict(reply))
-            s.feedback.append(reply)
-
+    state = _Run(ctx)
     try:
-        texts = ctx.map(lambda i: ask(agent_prompt(query), cfg.temperature(i), answer=True),
-                        range(cfg.num_agents))
-        solutions = [Solution(i, t) for i, t in enumerate(texts)]
-        for _ in range(cfg.loops):
-            size = min(cfg.aggregation_size, len(solutions))
-            groups = [[solutions[(i + j) % len(solutions)].text for j in range(size)]
-                      for i in range(len(solutions))]
-            texts = ctx.map(lambda group: ask(aggregate_prompt(query, group[1]),
-                                              cfg.temperature(group[0])), enumerate(groups))
-            solutions = [Solution(i, t) for i, t in enumerate(texts)]
-        verify(solutions)
-        for _ in range(cfg.improvement_rounds):
-            failed = [s for s in solutions if not s.verified]
-            if not failed:
-                break
-            rounds += 1
-            texts = ctx.map(lambda s: ask(improve_prompt(query, s.text, s.feedback),
-                                          cfg.temperature(s.agent)), failed)
-            for s, t in zip(failed, texts, strict=True):
-                s.text, s.improvements, s.verdicts = t, s.improvements + 1, []
-            verify(failed)
+        state.generate()
+        state.aggregate()
+        state.share_strategies()
+        state.verify(state.solutions)
+        state.improve()
     except BudgetExhausted:
-        if not solutions:
+        if not state.solutions:
             raise  # nothing to answer with
-    ranked = _ranked(solutions)
-    for s in solutions:
-        trace.append(f"Agent {s.agent} (temperature {cfg.temperature(s.agent)}, "
-                     f"{s.passes}/{len(s.verdicts)} checks passed):\n{s.text}")
-    stopped = ctx.budget.stopped_early
-    finish = "stop"
-    if stopped:
-        text = ranked[0].text
-    else:
-        chosen = [s for s in ranked if s.verified] or ranked
-        try:
-            final = ctx.complete(ctx.with_query(synthesis_prompt(query, chosen)), final=True,
-                                 temperature=cfg.temperature(0), **limits)
-            text = final.text
-            finish = (final.choices[0].finish_reason if final.choices else None) or "stop"
-        except BudgetExhausted:
-            stopped, text = True, ranked[0].text
-    metadata = {"optillm_mars": {
-        "agents": [{"agent": s.agent, "temperature": cfg.temperature(s.agent),
-                    "verified": s.verified, "passes": s.passes, "checks": len(s.verdicts),
-                    "improvements": s.improvements} for s in solutions],
-        "improvement_rounds": rounds, "max_calls": max_calls(cfg),
-        "max_completion_tokens": max_calls(cfg) * tokens, "calls": ctx.calls,
-        "stopped_early": stopped}, **ctx.budget_metadata()}
-    reasoning = "\n\n".join(trace + [f"Answer:\n{text}"])
-    return Answer(text, finish_reason=finish, reasoning=reasoning, metadata=metadata)
+    text, finish, stopped = state.synthesize()
+    if state.cfg.use_thinking_tags:
+        text = with_thinking_tags(text, state.cfg.answer_extraction_mode)
+    return Answer(text, finish_reason=finish, reasoning=state.trace(text),
+                  metadata=state.metadata(stopped))
