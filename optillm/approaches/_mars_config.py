@@ -13,27 +13,44 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from ..options import names_of, opt, spec
+
 AGGREGATIONS = ("rsa", "none")
 #: ``answer_extraction_mode`` values (what follows ``</think>`` with ``use_thinking_tags``).
 EXTRACTION_MODES = ("auto", "code", "math", "none")
+_MAX_TOKENS = 1_000_000
 
-#: OptiLLM's key -> (our key, how its value becomes ours).
-OPTILLM_ALIASES: dict[str, tuple[str, Any]] = {
-    "max_iterations": ("improvement_rounds", None),
-    "verification_passes_required": ("verification_passes", None),
-    "enable_aggregation": ("aggregation", lambda v: ("rsa" if v else "none")
-                           if isinstance(v, bool) else v),
-}
+#: OptiLLM's names for two of our keys (also declared as ``opt`` aliases) and a third whose
+#: value changes shape: ``enable_aggregation: true|false`` is ``aggregation: "rsa"|"none"``.
+OPTILLM_ALIASES: dict[str, str] = {"max_iterations": "improvement_rounds",
+                                   "verification_passes_required": "verification_passes",
+                                   "enable_aggregation": "aggregation"}
 
-#: Integer keys: (low, high), inclusive. None is allowed where the default is None.
-_INT_BOUNDS = {
-    "num_agents": (1, 8), "population_size": (1, 16), "aggregation_size": (1, 8),
-    "aggregation_loops": (0, 5), "verification_passes": (1, 5),
-    "max_verification_attempts": (1, 10), "improvement_rounds": (0, 8),
-    "min_verified_solutions": (1, 16), "consensus_threshold": (1, 16),
-    "max_tokens": (1, 1_000_000)}
-_BOOLS = ("enable_strategy_network", "strategy_extraction_enabled", "cross_agent_enhancement",
-          "early_termination", "use_thinking_tags", "use_reasoning_api")
+
+def _check(f: dataclasses.Field, value: Any, name: str) -> None:
+    """``value`` for field ``f``, sent as ``name``: its type (from the annotation), then its
+    declared bounds. Raises: ValueError (type); BadRequestError (bounds)."""
+    kind, label = str(f.type), f"mars_config.{name}"
+    if value is None and "None" in kind:
+        return
+    if kind.startswith("tuple"):
+        if not isinstance(value, (list, tuple)) or not value or len(value) > 8 or not all(
+                _number(t) and 0 <= t <= 2 for t in value):
+            raise ValueError(f"{label} must be a list of 1 to 8 numbers between 0 and 2")
+        return
+    if kind.startswith("bool"):
+        ok, what = isinstance(value, bool), "true or false"
+    elif kind.startswith("int"):
+        ok, what = _int(value), "an integer"
+    elif kind.startswith("float"):
+        ok, what = _number(value), "a number"
+    else:
+        ok, what = isinstance(value, str), "a string"
+    if not ok:
+        raise ValueError(f"{label} must be {what}, got {value!r}")
+    found = spec(f)
+    if found is not None:
+        found.check(label, value)
 
 
 def _int(value: Any) -> bool:
@@ -72,57 +89,38 @@ class MarsConfig:
         answer_extraction_mode: how that final answer is taken (``EXTRACTION_MODES``).
         use_reasoning_api: every call carries a ``reasoning_effort`` for its phase.
 
-    Raises: ValueError naming the key and its allowed values.
+    Bounds and choices are ``optillm.options.opt`` declarations.
+
+    Raises: BadRequestError (400, ``param`` = ``mars_config.<key>``) for a value outside its
+    bounds; ValueError naming the key for a wrong type or an inconsistent pair.
     """
 
-    num_agents: int = 3
+    num_agents: int = opt(3, ge=1, le=8)
     agent_temperatures: tuple[float, ...] = (0.3, 0.6, 1.0)
-    population_size: int | None = None
-    aggregation: str = "rsa"
-    aggregation_size: int = 2
-    aggregation_loops: int = 1
+    population_size: int | None = opt(None, ge=1, le=16)
+    aggregation: str = opt("rsa", choices=AGGREGATIONS)
+    aggregation_size: int = opt(2, ge=1, le=8)
+    aggregation_loops: int = opt(1, ge=0, le=5)
     enable_strategy_network: bool = False
     strategy_extraction_enabled: bool = True
     cross_agent_enhancement: bool = True
-    verification_passes: int = 2
-    max_verification_attempts: int | None = None
-    verification_temperature: float = 0.1
-    improvement_rounds: int = 2
-    min_verified_solutions: int | None = None
-    consensus_threshold: int | None = None
+    verification_passes: int = opt(2, ge=1, le=5, aliases=("verification_passes_required",))
+    max_verification_attempts: int | None = opt(None, ge=1, le=10)
+    verification_temperature: float = opt(0.1, ge=0, le=2)
+    improvement_rounds: int = opt(2, ge=0, le=8, aliases=("max_iterations",))
+    min_verified_solutions: int | None = opt(None, ge=1, le=16)
+    consensus_threshold: int | None = opt(None, ge=1, le=16)
     early_termination: bool = True
-    max_tokens: int | None = None
+    max_tokens: int | None = opt(None, ge=1, le=_MAX_TOKENS, unit="tokens")
     use_thinking_tags: bool = False
-    answer_extraction_mode: str = "auto"
+    answer_extraction_mode: str = opt("auto", choices=EXTRACTION_MODES)
     use_reasoning_api: bool = False
 
     def __post_init__(self):
-        nullable = {f.name for f in dataclasses.fields(self) if f.default is None}
-        for name, (low, high) in _INT_BOUNDS.items():
-            value = getattr(self, name)
-            if value is None and name in nullable:
-                continue
-            if not _int(value) or not low <= value <= high:
-                raise ValueError(f"mars_config.{name} must be an integer from {low} to {high}"
-                                 f", got {value!r}")
-        for name in _BOOLS:
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"mars_config.{name} must be true or false")
-        temps = self.agent_temperatures
-        if not isinstance(temps, (list, tuple)) or not temps or len(temps) > 8 or not all(
-                _number(t) and 0 <= t <= 2 for t in temps):
-            raise ValueError("mars_config.agent_temperatures must be a list of 1 to 8 numbers "
-                             "between 0 and 2")
-        object.__setattr__(self, "agent_temperatures", tuple(float(t) for t in temps))
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"mars_config.aggregation must be one of {', '.join(AGGREGATIONS)}"
-                             f" (enable_aggregation: true or false)")
-        if self.answer_extraction_mode not in EXTRACTION_MODES:
-            raise ValueError("mars_config.answer_extraction_mode must be one of "
-                             f"{', '.join(EXTRACTION_MODES)}")
-        if not _number(self.verification_temperature) \
-                or not 0 <= self.verification_temperature <= 2:
-            raise ValueError("mars_config.verification_temperature must be between 0 and 2")
+        for f in dataclasses.fields(self):
+            _check(f, getattr(self, f.name), f.name)
+        object.__setattr__(self, "agent_temperatures",
+                           tuple(float(t) for t in self.agent_temperatures))
         if self.max_verification_attempts is not None \
                 and self.max_verification_attempts < self.verification_passes:
             raise ValueError("mars_config.max_verification_attempts must be at least "
@@ -130,36 +128,34 @@ class MarsConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MarsConfig:
-        """Our keys and OptiLLM's (``OPTILLM_ALIASES`` translated).
+        """Our keys and OptiLLM's (``OPTILLM_ALIASES``); an error names the key as sent.
 
-        Raises: ValueError naming unknown keys, an OptiLLM key and ours that disagree, or a
-        bad value.
+        Raises: ValueError naming unknown keys, two names of one key that disagree, or a
+        wrongly typed value; BadRequestError for a value outside its bounds.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(map(str, data)) - known - set(OPTILLM_ALIASES))
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        data = dict(data)
+        if "enable_aggregation" in data:
+            on = data.pop("enable_aggregation")
+            if not isinstance(on, bool):
+                raise ValueError("mars_config.enable_aggregation must be true or false")
+            data["enable_aggregation"] = "rsa" if on else "none"
+        names = {n: f for f in fields.values() for n in names_of(f)}
+        names["enable_aggregation"] = fields["aggregation"]
+        unknown = sorted(set(map(str, data)) - set(names))
         if unknown:
             raise ValueError(f"unknown mars_config keys: {', '.join(unknown)} (known: "
-                             f"{', '.join(sorted(known | set(OPTILLM_ALIASES)))})")
-        values = {k: v for k, v in data.items() if k in known}
-        for alias, (ours, translate) in OPTILLM_ALIASES.items():
-            if alias not in data:
-                continue
-            value = translate(data[alias]) if translate else data[alias]
-            if alias == "enable_aggregation" and not isinstance(data[alias], bool):
-                raise ValueError("mars_config.enable_aggregation must be true or false")
-            if ours in values and values[ours] != value:
-                raise ValueError(f"mars_config.{alias} (OptiLLM's name for {ours}) and "
-                                 f"mars_config.{ours} disagree")
-            values[ours] = value
-        try:
-            return cls(**values)
-        except ValueError as exc:
-            message = str(exc)
-            for alias, (ours, _) in OPTILLM_ALIASES.items():
-                if alias in data:  # name the key the client sent
-                    message = message.replace(f"mars_config.{ours} ",
-                                              f"mars_config.{alias} ({ours}) ")
-            raise ValueError(message) from None
+                             f"{', '.join(sorted(names))})")
+        values: dict[str, Any] = {}
+        sent: dict[str, str] = {}
+        for name, value in data.items():
+            f = names[name]
+            if f.name in values and values[f.name] != value:
+                raise ValueError(f"mars_config.{name} and mars_config.{sent[f.name]} (both "
+                                 f"{f.name}) disagree")
+            _check(f, value, name)
+            values[f.name], sent[f.name] = value, name
+        return cls(**values)
 
     # -- derived shapes ------------------------------------------------------------------
 
