@@ -16,8 +16,9 @@ code (``z3``, ``executecode``, ``coc``). The program runs as ``python -I -B`` (i
   bytes per file), ``RLIMIT_NOFILE`` (``OPEN_FILES``), ``RLIMIT_CORE`` 0;
 - a new, empty network namespace (``unshare(CLONE_NEWNET)``) where the platform allows it (as
   root on Linux), so not even C code gets a network; elsewhere the audit hook alone refuses it;
-- an audit hook (``sys.addaudithook``; it cannot be removed) installed before the program,
-  from a namespace the program cannot reach. It refuses: sockets' connect/bind/sendto/sendmsg
+- an audit hook (``sys.addaudithook``; it cannot be removed) installed before the program by
+  the child program (``optillm.toolkit.sandbox_child``), from a namespace the program cannot
+  reach. It refuses: sockets' connect/bind/sendto/sendmsg
   and name resolution (unless ``allow_network``); spawning processes (``subprocess``,
   ``os.system``, ``os.exec*``, ``os.posix_spawn``, ``os.fork``, signals to other processes);
   writing, creating, removing, renaming or changing files outside the work directory (paths
@@ -49,6 +50,8 @@ from dataclasses import dataclass
 FILE_LIMIT = 16 * 1024 * 1024
 #: Most file descriptors the program may hold open.
 OPEN_FILES = 256
+#: The child program (``sandbox_child.py``), run by path: it imports nothing of optillm.
+CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_child.py")
 
 
 @dataclass(frozen=True)
@@ -111,9 +114,7 @@ def _run(root: str, code: str, timeout: float, memory_mb: int, stdin: str | None
     work = os.path.join(root, "work")
     os.makedirs(os.path.join(work, "tmp"))
     paths = {name: os.path.join(root, name)
-             for name in ("bootstrap.py", "program.py", "stdin", "stdout", "stderr")}
-    with open(paths["bootstrap.py"], "w") as fh:
-        fh.write(_BOOTSTRAP)
+             for name in ("program.py", "stdin", "stdout", "stderr")}
     with open(paths["program.py"], "w", encoding="utf-8", errors="surrogatepass") as fh:
         fh.write(code)
     with open(paths["stdin"], "w", encoding="utf-8", errors="replace") as fh:
@@ -123,7 +124,7 @@ def _run(root: str, code: str, timeout: float, memory_mb: int, stdin: str | None
               "fsize": FILE_LIMIT, "nofile": OPEN_FILES, "network": allow_network}
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work,
            "TMPDIR": os.path.join(work, "tmp"), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-    cmd = [sys.executable, "-I", "-B", "-X", "utf8", paths["bootstrap.py"], json.dumps(config)]
+    cmd = [sys.executable, "-I", "-B", "-X", "utf8", CHILD, json.dumps(config)]
     start = time.monotonic()
     timed_out = False
     with open(paths["stdin"], "rb") as fin, open(paths["stdout"], "wb") as fout, \
@@ -184,232 +185,3 @@ def _reason(rc: int, timed_out: bool, stderr: str, timeout: float) -> str | None
     if not lines:
         return f"exited with status {rc}"
     return lines[-1][:300]
-
-
-# The child's entry point. Runs in a fresh interpreter; the hook is built in a private
-# namespace (its own copy of the builtins, captured C functions only) so the program can
-# neither reach it nor monkeypatch what it calls.
-_BOOTSTRAP = r'''
-import builtins, json, linecache, os, resource, signal, sys, traceback, types
-
-HOOK = r"""
-import posix
-_lstat, _readlink, _getcwd, _getpid = posix.lstat, posix.readlink, posix.getcwd, posix.getpid
-_S_IFMT, _S_IFLNK = 0o170000, 0o120000
-_WRITE = posix.O_WRONLY | posix.O_RDWR | posix.O_CREAT | posix.O_TRUNC | posix.O_APPEND
-_PATH_TYPES = (str, bytes)
-
-def _text(p):
-    if isinstance(p, str):
-        return p
-    if isinstance(p, bytes):
-        return p.decode("utf-8", "surrogateescape")
-    if type(p).__module__ == "pathlib" and type(p).__name__ in ("PosixPath", "PurePosixPath"):
-        return str(p)
-    return None
-
-def _resolve(path):
-    # realpath with captured C calls only; a missing tail is kept as written
-    if not path.startswith("/"):
-        path = _getcwd() + "/" + path
-    todo = [c for c in path.split("/") if c][::-1]
-    done = []
-    hops = 0
-    while todo:
-        c = todo.pop()
-        if c == ".":
-            continue
-        if c == "..":
-            if done:
-                done.pop()
-            continue
-        cur = "/" + "/".join(done + [c])
-        try:
-            st = _lstat(cur)
-        except OSError:
-            done.append(c)
-            continue
-        if (st.st_mode & _S_IFMT) == _S_IFLNK and hops < 40:
-            hops += 1
-            target = _readlink(cur)
-            if not target.startswith("/") and done[:1] == ["proc"] and ":" in target:
-                done.append(c)  # /proc/<pid>/fd/N -> "pipe:[...]": not a path
-                continue
-            if target.startswith("/"):
-                done = []
-            todo.extend([t for t in target.split("/") if t][::-1])
-            continue
-        done.append(c)
-    return "/" + "/".join(done)
-
-def install(work, network, addaudithook):
-    mypid = str(_getpid())
-    prefix = work.rstrip("/") + "/"
-
-    def inside(p, allow_fd):
-        if isinstance(p, int) and not isinstance(p, bool):
-            return allow_fd
-        t = _text(p)
-        if t is None:
-            return False
-        r = _resolve(t)
-        return r == work or r.startswith(prefix)
-
-    def readable(p):
-        t = _text(p)
-        if t is None:
-            return True
-        parts = _resolve(t).split("/")
-        if len(parts) > 2 and parts[1] == "proc":
-            if parts[2].isdigit() and parts[2] != mypid:
-                return False
-        return True
-
-    no_spawn = frozenset(("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn",
-                          "os.spawn", "os.fork", "os.forkpty", "os.startfile", "pty.spawn",
-                          "webbrowser.open", "os.killpg"))
-    no_net = frozenset(("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
-                        "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
-                        "socket.getnameinfo", "socket.gethostbyname_ex"))
-    no_ever = frozenset(("resource.setrlimit", "resource.prlimit", "sys.settrace",
-                         "sys.setprofile", "gc.get_objects", "gc.get_referrers",
-                         "gc.get_referents", "os.symlink", "os.link", "sys._current_frames"))
-    # event -> index of its dir_fd argument (None: it has none)
-    first_path = {"os.remove": 1, "os.rmdir": 1, "os.mkdir": 2, "os.chmod": 2,
-                  "os.chown": 3, "os.utime": 3, "os.chflags": None, "os.lchflags": None,
-                  "os.setxattr": None, "os.removexattr": None, "shutil.rmtree": 1,
-                  "shutil.chown": None, "shutil.make_archive": None}
-    fd_ok = frozenset(("os.truncate",))
-    second_path = frozenset(("shutil.copyfile", "shutil.copymode", "shutil.copystat",
-                             "shutil.copytree", "shutil.move", "shutil.unpack_archive"))
-    bad_symbols = ("system", "popen", "fork", "vfork", "clone", "clone3", "posix_spawn",
-                   "posix_spawnp", "execv", "execve", "execvp", "execvpe", "execl", "execlp",
-                   "execle", "fexecve", "socket", "connect", "bind", "sendto", "sendmsg",
-                   "unshare", "setns", "ptrace", "syscall", "kill", "mount", "chroot",
-                   "setrlimit", "prlimit", "prlimit64", "open", "open64", "openat",
-                   "openat64", "creat", "fopen", "fopen64", "rename", "unlink", "remove",
-                   "rmdir", "mkdir", "symlink", "link", "truncate", "chmod", "chown",
-                   "dlopen", "getaddrinfo")
-
-    def refuse(event):
-        raise PermissionError("sandbox: " + event + " is not allowed")
-
-    def hook(event, args):
-        if event == "open":
-            path, mode, flags = args
-            writes = ((isinstance(mode, str) and ("w" in mode or "a" in mode or "x" in mode
-                                                  or "+" in mode))
-                      or (isinstance(flags, int) and flags & _WRITE))
-            if mode is None and not isinstance(path, int):
-                if not inside(path, True) and _text(path) not in ("/dev/null",
-                                                                   "/dev/urandom"):
-                    refuse("os.open outside the work directory")
-            elif writes and not inside(path, True):
-                refuse("writing " + repr(path))
-            elif not readable(path):
-                refuse("reading another process's /proc entry")
-        elif event in no_ever or event in no_spawn:
-            refuse(event)
-        elif event == "os.kill":
-            if str(args[0]) != mypid:
-                refuse("signalling another process")
-        elif not network and event in no_net:
-            refuse(event + " (no network)")
-        elif event in first_path:
-            i = first_path[event]
-            if not inside(args[0], False) or (i is not None and len(args) > i
-                                              and args[i] is not None and args[i] != -1):
-                refuse(event + " outside the work directory")
-        elif event in fd_ok:
-            if not inside(args[0], True):
-                refuse(event + " outside the work directory")
-        elif event in second_path:
-            if not inside(args[1], False):
-                refuse(event + " outside the work directory")
-        elif event == "os.rename":
-            if not (inside(args[0], False) and inside(args[1], False)) \
-                    or args[2] not in (None, -1) or args[3] not in (None, -1):
-                refuse("os.rename outside the work directory")
-        elif event == "import":
-            if args[0] == "_posixsubprocess":
-                refuse("importing _posixsubprocess")
-        elif event == "ctypes.dlsym":
-            name = args[1] if len(args) > 1 else None
-            if isinstance(name, str) and (name in bad_symbols or name.startswith("_Py")
-                                          or name.startswith("PySys_")
-                                          or name.startswith("PyEval_Set")):
-                refuse("ctypes symbol " + name)
-        elif event == "ctypes.dlopen":
-            if args[0] is not None and inside(args[0], False):
-                refuse("loading a library from the work directory")
-
-    addaudithook(hook)
-"""
-
-
-def _limits(cfg):
-    for res, soft, hard in ((resource.RLIMIT_AS, cfg["memory"], cfg["memory"]),
-                            (resource.RLIMIT_CPU, cfg["cpu"], cfg["cpu"] + 1),
-                            (resource.RLIMIT_FSIZE, cfg["fsize"], cfg["fsize"]),
-                            (resource.RLIMIT_NOFILE, cfg["nofile"], cfg["nofile"]),
-                            (resource.RLIMIT_CORE, 0, 0)):
-        try:
-            resource.setrlimit(res, (soft, hard))
-        except (ValueError, OSError):
-            pass
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write fails with EFBIG
-
-
-def _unshare_network():
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.unshare(0x40000000) == 0  # CLONE_NEWNET
-    except Exception:
-        return False
-
-
-def _refused(*args, **kwargs):
-    raise PermissionError("sandbox: spawning processes is not allowed")
-
-
-def _main():
-    cfg = json.loads(sys.argv[1])
-    sys.argv = ["<program>"]
-    sys.dont_write_bytecode = True
-    if not cfg["network"]:
-        _unshare_network()
-    _limits(cfg)
-    with open(cfg["program"], encoding="utf-8", errors="surrogateescape") as fh:
-        source = fh.read()
-    linecache.cache["<program>"] = (len(source), None, source.splitlines(True), "<program>")
-    stub = types.ModuleType("_posixsubprocess")
-    stub.fork_exec = _refused  # subprocess imports it; the real one is never loaded
-    sys.modules["_posixsubprocess"] = stub
-    private = {"__builtins__": dict(vars(builtins)), "__name__": "_sandbox_hook"}
-    exec(compile(HOOK, "<sandbox>", "exec"), private)
-    private["install"](cfg["work"], cfg["network"], sys.addaudithook)
-    del private
-    main = types.ModuleType("__main__")
-    main.__file__ = "<program>"
-    sys.modules["__main__"] = main
-    try:
-        code = compile(source, "<program>", "exec")
-    except SyntaxError:
-        traceback.print_exc(limit=0)
-        return 1
-    try:
-        exec(code, main.__dict__)
-    except SystemExit:
-        raise
-    except BaseException as exc:
-        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    _rc = _main()
-    sys.stdout.flush()
-    sys.exit(_rc)
-'''

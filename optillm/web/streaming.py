@@ -1,4 +1,5 @@
-"""Server-sent events for ``stream=true`` answers produced by approaches.
+"""Server-sent events for ``stream=true`` chat completions produced by approaches: the
+``chat.completion.chunk`` encoder over the shared engine (``optillm.web.runner``).
 
 Framing (OpenAI's ``chat.completion.chunk`` stream): the role chunk at once, then ``: keep-alive``
 comments every few seconds while the approach works, the answer as content chunks (token by
@@ -14,22 +15,17 @@ The approach runs on the app's executor; closing this generator (the client went
 from __future__ import annotations
 
 import json
-import logging
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from ..concurrency import BoundedExecutor
-from ..errors import OptillmError, UpstreamError
-from ..types import Completion, new_id
+from ..errors import OptillmError
+from ..types import new_id
+from . import runner
+from .runner import KEEPALIVE, OnDone, Run
 
-log = logging.getLogger(__name__)
-
-KEEPALIVE = b": keep-alive\n\n"
 DONE = b"data: [DONE]\n\n"
-_END = object()
 
 
 def event(obj: Any) -> bytes:
@@ -53,95 +49,64 @@ def delta_choice(index: int, delta: dict, finish_reason: str | None = None,
     return d
 
 
-def stream_approach(run: Callable[[Callable[[str], None], threading.Event], Any],
-                    executor: BoundedExecutor, *, model: str, n: int, include_usage: bool,
-                    keepalive: float,
-                    on_done: Callable[[Completion | None, OptillmError | None], None]
-                    ) -> Iterator[bytes]:
+class ChatChunks:
+    """The ``runner.Encoder`` of ``/v1/chat/completions``: ``n`` choices of ``model``; the
+    ``usage`` field on every chunk (null until the last) when ``include_usage``."""
+
+    def __init__(self, model: str, n: int, include_usage: bool):
+        self.model, self.n, self.include_usage = model, n, include_usage
+        self.id = new_id()
+        self.created = int(time.time())
+
+    def _chunk(self, choices: list, usage: Any = None, last: bool = False) -> bytes:
+        return event(chunk(self.id, self.model, self.created, choices, usage,
+                           self.include_usage or last))
+
+    def start(self) -> Iterator[bytes]:
+        yield self._chunk([delta_choice(i, {"role": "assistant", "content": ""})
+                           for i in range(self.n)])
+
+    def delta(self, text: str) -> Iterator[bytes]:
+        yield self._chunk([delta_choice(0, {"content": text})])
+
+    def final(self, result) -> Iterator[bytes]:
+        completion = result.completion
+        for c in completion.choices:
+            content = c.message.content
+            tool_calls = c.message.extra.get("tool_calls")
+            if c.index == 0 and result.sent:
+                content = runner.unsent(result)
+                if not content and not tool_calls:
+                    continue
+            delta: dict[str, Any] = {"content": content}
+            if tool_calls:
+                delta["tool_calls"] = [{"index": i, **tc} for i, tc in enumerate(tool_calls)]
+            yield self._chunk([delta_choice(c.index, delta)])
+        for c in completion.choices:
+            yield self._chunk([delta_choice(c.index, {}, c.finish_reason or "stop",
+                                            dict(c.extra) or None)])
+        if self.include_usage:
+            yield self._chunk([], completion.usage.to_dict(), last=True)
+
+    def end(self, result) -> Iterator[bytes]:
+        yield DONE
+
+    def error(self, exc: OptillmError) -> Iterator[bytes]:
+        yield event(exc.to_dict())
+        yield DONE
+
+    def keepalive(self) -> bytes:
+        return KEEPALIVE
+
+
+def stream_approach(run: Run, executor: BoundedExecutor, *, model: str, n: int,
+                    include_usage: bool, keepalive: float, on_done: OnDone) -> Iterator[bytes]:
     """SSE bytes for an approach run.
 
     ``run(sink, cancelled)`` returns a ``PipelineResult`` (``.completion``, ``.sent``);
     ``sink(text)`` forwards a piece of choice 0's answer as it is generated.
-    ``on_done(completion, error)`` is called once at the end (for the conversation log).
+    ``on_done(completion, error)`` is called once at the end (for the conversation log and
+    the cache), before ``[DONE]``.
     """
-    cid = new_id()
-    created = int(time.time())
-    q: queue.Queue[Any] = queue.Queue()
-    cancelled = threading.Event()
-
-    def sink(text: str) -> None:
-        if cancelled.is_set():
-            from ..toolkit.context import Cancelled
-            raise Cancelled("the client closed the request")
-        q.put(text)
-
-    def work() -> Any:
-        try:
-            return run(sink, cancelled)
-        finally:
-            q.put(_END)
-
-    future = executor.submit(work)
-    finished = False
-    try:
-        yield event(chunk(cid, model, created,
-                          [delta_choice(i, {"role": "assistant", "content": ""})
-                           for i in range(n)], None, include_usage))
-        while True:
-            try:
-                item = q.get(timeout=keepalive)
-            except queue.Empty:
-                yield KEEPALIVE
-                continue
-            if item is _END:
-                break
-            yield event(chunk(cid, model, created, [delta_choice(0, {"content": item})],
-                              None, include_usage))
-        try:
-            result = future.result()
-        except OptillmError as exc:
-            on_done(None, exc)
-            finished = True
-            yield event(exc.to_dict())
-            yield DONE
-            return
-        except Exception as exc:  # noqa: BLE001 - the stream is open: report, never a trace
-            log.exception("approach failed while streaming")
-            err = UpstreamError(f"approach failed: {exc}", code="approach_error", status=500,
-                                type="server_error")
-            on_done(None, err)
-            finished = True
-            yield event(err.to_dict())
-            yield DONE
-            return
-        completion: Completion = result.completion
-        for c in completion.choices:
-            content = c.message.content
-            if c.index == 0 and result.sent:
-                text = c.message.text
-                if not text.startswith(result.sent):
-                    log.warning("approach answer does not begin with what it streamed")
-                content = text[len(result.sent):] if text.startswith(result.sent) else ""
-                if not content and not c.message.extra.get("tool_calls"):
-                    continue
-            delta: dict[str, Any] = {"content": content}
-            if c.message.extra.get("tool_calls"):
-                delta["tool_calls"] = [{"index": i, **tc} for i, tc in
-                                       enumerate(c.message.extra["tool_calls"])]
-            yield event(chunk(cid, model, created, [delta_choice(c.index, delta)],
-                              None, include_usage))
-        for c in completion.choices:
-            yield event(chunk(cid, model, created,
-                              [delta_choice(c.index, {}, c.finish_reason or "stop",
-                                            dict(c.extra) or None)],
-                              None, include_usage))
-        if include_usage:
-            yield event(chunk(cid, model, created, [], completion.usage.to_dict(), True))
-        yield DONE
-        on_done(completion, None)
-        finished = True
-    finally:
-        if not finished:  # the client went away mid-stream
-            cancelled.set()
-            on_done(None, OptillmError("the client closed the stream", status=499,
-                                       type="client_closed_request"))
+    return runner.stream(run, executor, ChatChunks(model, n, include_usage),
+                         keepalive=keepalive, on_done=on_done)

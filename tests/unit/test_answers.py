@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from optillm import answers
+from optillm.toolkit import answers
 from optillm.toolkit.answers import (
     ANSWER_FORMATS,
     confidence_weight,

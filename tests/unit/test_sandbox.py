@@ -203,3 +203,23 @@ def test_bad_limits_are_rejected():
         run_python("print(1)", timeout=0)
     with pytest.raises(ValueError):
         run_python("print(1)", memory_mb=1)
+
+
+def test_the_child_is_a_module_outside_the_traceback_and_its_hook_out_of_reach(tmp_path):
+    import optillm.toolkit.sandbox_child as child
+
+    assert callable(child.main) and callable(child.install)  # a real, importable module
+    r = run_python("raise ValueError('x')")
+    assert "sandbox_child" not in r.stderr and 'File "<program>", line 1' in r.stderr
+    # the program reaches the child's module through frames; patching it changes nothing:
+    # the installed hook is a private copy
+    target = tmp_path / f"escape-{uuid.uuid4().hex}"
+    r = run_python(
+        "import os, sys\n"
+        "work = os.getcwd()\n"
+        "g = sys._getframe(0).f_back.f_globals\n"
+        "assert 'install' in g\n"
+        "g['_resolve'] = lambda p: work  # every path 'inside' the work directory\n"
+        f"open({str(target)!r}, 'w').write('x')\n")
+    assert not r.ok and "PermissionError" in (r.error or "")
+    assert not target.exists()
