@@ -144,7 +144,7 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
     if settings.log != "debug":  # one line per upstream call from the HTTP libraries is noise
         for name in ("httpx", "httpx2", "openai", "urllib3"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    gateway = load_config(settings.config) if settings.config else None
+    gateway = load_config(settings.config, settings.environ) if settings.config else None
     option_defaults = load_option_defaults(settings.cepo_config)
     plugin_manager, registry = build_registry(settings.plugins_dir)
     install_profiles(plugin_manager, registry, gateway)  # profile/<name>; bad one: ConfigError

@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings.config:
             from .upstream.config import load_config
 
-            config = load_config(settings.config)
+            config = load_config(settings.config, settings.environ)
             general = config.general
             routed_only = bool(config.model_groups)
             defaults = Settings()

@@ -61,9 +61,6 @@ class OptillmError(Exception):
         return {"error": {"message": self.message, "type": self.type,
                           "param": self.param, "code": self.code}}
 
-    def to_json(self) -> bytes:
-        return json.dumps(self.to_dict()).encode()
-
 
 class BadRequestError(OptillmError):
     status = 400

@@ -69,6 +69,10 @@ class Settings:
     azure_api_key: str | None = None
     azure_api_version: str | None = None
     azure_api_base: str | None = None
+    #: The environment these settings were read from (empty when built directly), for the
+    #: ``${VAR}`` references of the gateway config (``optillm.upstream.config``); not a flag.
+    environ: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False,
+                                                   compare=False)
 
     @property
     def private_networks(self) -> bool | tuple[str, ...]:
@@ -117,6 +121,8 @@ class Settings:
         values: dict[str, Any] = {}
         defaults = cls()
         for f in dataclasses.fields(cls):
+            if f.name == "environ":
+                continue
             flag_value = getattr(ns, f.name, None)
             env_value = env.get("OPTILLM_" + f.name.upper())
             if flag_value is not None:
@@ -142,6 +148,7 @@ class Settings:
         values.setdefault("azure_api_key", env.get("AZURE_OPENAI_API_KEY") or None)
         values.setdefault("azure_api_version", env.get("AZURE_API_VERSION") or None)
         values.setdefault("azure_api_base", env.get("AZURE_API_BASE") or None)
+        values["environ"] = dict(env)
         # The user's data and config folders (XDG base directories), for plugins that persist.
         # (unset: ~/.local/share/optillm and ~/.config/optillm, see data_path / config_path)
         if env.get("XDG_DATA_HOME"):
@@ -164,7 +171,7 @@ class Settings:
         out: dict[str, str] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value is None or f.name.startswith(("openai_", "azure_")):
+            if value is None or f.name == "environ" or f.name.startswith(("openai_", "azure_")):
                 continue
             out["OPTILLM_" + f.name.upper()] = str(value).lower() if isinstance(value, bool) \
                 else str(value)

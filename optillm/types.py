@@ -71,18 +71,6 @@ class Message:
         return d
 
 
-def system(text: str) -> Message:
-    return Message("system", text)
-
-
-def user(text: str) -> Message:
-    return Message("user", text)
-
-
-def assistant(text: str) -> Message:
-    return Message("assistant", text)
-
-
 @dataclass(frozen=True)
 class ChatRequest:
     """A chat completion request: model, messages, ``n``, ``stream`` and every other field.
@@ -264,12 +252,6 @@ class Completion:
                    model=d.get("model") or "", id=d.get("id") or new_id(),
                    created=int(d.get("created") or time.time()),
                    extra={k: v for k, v in d.items() if k not in known})
-
-    @classmethod
-    def from_texts(cls, texts: Iterable[str], usage: Usage = Usage(), model: str = "",
-                   finish_reason: str = "stop") -> Completion:
-        return cls(choices=tuple(Choice(i, Message("assistant", t), finish_reason)
-                                 for i, t in enumerate(texts)), usage=usage, model=model)
 
     def replace(self, **changes: Any) -> Completion:
         return dataclasses.replace(self, **changes)

@@ -23,14 +23,17 @@ Shape (LLMProxy's ``model_groups`` and ``general_settings``, Composite LLM's ``p
       fast-council: {strategy: council, members: [a, b], chairman: a, settings: {...}}
       my-moa: {strategy: moa, proposers: [a, b], aggregator: a}
 
-``load_config(path)`` validates it with ``jsonschema`` and raises ``ConfigError`` whose message
-names the file, the line and the field of the first problem.
+``load_config(path, environ)`` validates it with ``jsonschema`` and raises ``ConfigError`` whose
+message names the file, the line and the field of the first problem. ``${VAR}`` reads
+``environ``, the environment the settings were read from (``Settings.environ``); this module
+never reads ``os.environ`` itself.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,17 +153,15 @@ class GatewayConfig:
     path: str | None = None
 
 
-def expand_vars(text: str, environ: dict[str, str] | None = None) -> str:
-    """``${VAR}`` / ``${VAR:-default}`` replaced from the environment.
+def expand_vars(text: str, environ: Mapping[str, str]) -> str:
+    """``${VAR}`` / ``${VAR:-default}`` replaced from ``environ`` (``Settings.environ``).
 
     Raises: ConfigError naming a variable that is unset and has no default.
     """
-    env = os.environ if environ is None else environ
-
     def sub(match: re.Match) -> str:
         name, default = match.group(1), match.group(2)
-        if name in env:
-            return env[name]
+        if name in environ:
+            return environ[name]
         if default is not None:
             return default
         raise ConfigError(f"environment variable {name} is not set (use ${{{name}:-default}} "
@@ -190,8 +191,9 @@ def _line_of(node: Any, path: list) -> int | None:
 
 
 def parse_config(text: str, path: str = "<config>",
-                 environ: dict[str, str] | None = None) -> GatewayConfig:
-    """Parse and validate config ``text``.
+                 environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Parse and validate config ``text``; ``${VAR}`` reads ``environ`` (no variables
+    when None).
 
     Raises: ConfigError naming ``path``, the line and the field of the first problem.
     """
@@ -199,7 +201,7 @@ def parse_config(text: str, path: str = "<config>",
     import yaml
 
     try:
-        expanded = expand_vars(text, environ)
+        expanded = expand_vars(text, environ or {})
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     try:
@@ -237,8 +239,9 @@ def parse_config(text: str, path: str = "<config>",
     return GatewayConfig(groups, general, profiles, path)
 
 
-def load_config(path: str, environ: dict[str, str] | None = None) -> GatewayConfig:
-    """Read and validate the config file at ``path``.
+def load_config(path: str, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read and validate the config file at ``path``; ``${VAR}`` reads ``environ``
+    (``Settings.environ``; no variables when None).
 
     Raises: ConfigError (unreadable file, invalid YAML, a field that fails validation).
     """

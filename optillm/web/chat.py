@@ -15,11 +15,11 @@ body's ``cache`` directive is read here and never sent upstream, cache on or off
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from flask import Blueprint, Response, current_app, request
 
 from .. import __version__
@@ -36,20 +36,8 @@ from .streaming import stream_approach
 from ..types import ChatRequest, Completion, new_id
 from ..upstream.base import CallMeta
 
-try:  # orjson is several times faster; the stdlib is the fallback
-    import orjson
-
-    def _loads(data: bytes) -> Any:
-        return orjson.loads(data)
-
-    def _dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj)
-except ImportError:  # pragma: no cover
-    def _loads(data: bytes) -> Any:
-        return json.loads(data)
-
-    def _dumps(obj: Any) -> bytes:
-        return json.dumps(obj).encode()
+_loads = orjson.loads  # several times faster than the stdlib's json (a hard dependency)
+_dumps = orjson.dumps
 
 log = logging.getLogger(__name__)
 bp = Blueprint("optillm", __name__)
