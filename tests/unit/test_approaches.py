@@ -62,8 +62,6 @@ def test_bon_samples_once_rates_each_and_picks_best(client, fake):
 def test_bon_option_from_body(client, fake):
     chat(client, model="bon-fake", best_of_n=5)
     assert fake.history[0].n == 5 and len(fake.history) == 6
-    assert chat(client, model="bon-fake", best_of_n=99).status_code == 400
-    assert chat(client, model="bon-fake", best_of_n="five").status_code == 400
 
 
 def test_bon_options_never_leak_between_requests(client, fake):

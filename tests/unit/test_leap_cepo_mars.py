@@ -182,9 +182,6 @@ def test_leap_options(client, fake):
     fake.default = script
     ok(chat(client, model="leap-fake", content=FEW_SHOT, leap_max_examples=0))
     assert len(script.calls) == 1  # no learning at all
-    for bad in ({"leap_max_examples": 99}, {"leap_max_examples": "two"},
-                {"leap_temperature": 3}):
-        assert chat(client, model="leap-fake", **bad).status_code == 400
 
 
 # -- cepo -------------------------------------------------------------------------------------
@@ -311,16 +308,6 @@ def test_cepo_concurrency(make_app):
     client = make_app(upstream=fake).test_client()
     ok(chat(client, model="cepo-fake", cepo_bestofn_n=2, cepo_planning_n=3, cepo_planning_m=3))
     assert fake.max_active >= 6  # 2 attempts x 3 plans at once
-
-
-def test_cepo_options_and_400s(client, fake):
-    fake.default = cepo_script()
-    for bad in ({"cepo_bestofn_rating_type": "bogus"}, {"cepo_planning_n": 0},
-                {"cepo_bestofn_n": "x"}, {"cepo_planning_temperature_step1": 5},
-                {"cepo_planning_max_tokens_step2": 0}, {"cepo_num_of_retries": 9}):
-        r = chat(client, model="cepo-fake", **bad)
-        assert r.status_code == 400, bad
-        assert r.get_json()["error"]["type"] == "invalid_request_error"
 
 
 def test_cepo_config_file_layers_under_the_body(make_app, fake, tmp_path):

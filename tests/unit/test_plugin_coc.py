@@ -99,12 +99,6 @@ def test_emulated_output():
     assert emulated_output("") == ""
 
 
-def test_options(client):
-    assert chat(client, model="coc-fake", coc_max_attempts=0).status_code == 400
-    assert chat(client, model="coc-fake", coc_max_attempts=6).status_code == 400
-    assert chat(client, model="coc-fake", coc_timeout=100).status_code == 400
-
-
 def test_in_a_chain(client, fake):
     fake.enqueue("What is 5*5?", "```python\nprint(5*5)\n```", "25")
     r = chat(client, model="re2&coc-fake", content="five squared")

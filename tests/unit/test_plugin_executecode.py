@@ -93,9 +93,6 @@ def test_extract_code():
     assert extract_code("```python\nprint(2)") == "print(2)"  # an unclosed fence
 
 
-def test_options(client):
-    assert chat(client, model="executecode-fake", executecode_timeout=0).status_code == 400
-    assert chat(client, model="executecode-fake", executecode_memory_mb=1).status_code == 400
 
 
 def test_in_a_chain(client, fake):

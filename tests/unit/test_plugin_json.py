@@ -76,8 +76,6 @@ def test_bad_response_format_is_400(client, fake, fmt):
     assert res.status_code == 400 and not fake.history
 
 
-def test_bad_option_is_400(client, fake):
-    assert chat(client, model="json-fake", json_repair_attempts=9).status_code == 400
 
 
 def test_missing_jsonschema_is_a_clear_error(make_app, fake, monkeypatch):

@@ -98,7 +98,6 @@ def test_in_a_chain(client, fake):
 
 
 def test_bad_options_are_400(client):
-    assert chat(client, model="privacy-fake", privacy_min_score=2).status_code == 400
     assert chat(client, model="privacy-fake", privacy_approach="privacy").status_code == 400
     assert chat(client, model="privacy-fake", privacy_ner="yes").status_code == 400
 

@@ -105,7 +105,6 @@ def test_parsers():
 
 
 def test_options(client, tmp_path):
-    assert chat(client, model="spl-fake", spl_max_strategies=0).status_code == 400
     assert chat(client, model="spl-fake", spl_learning="yes").status_code == 400
     assert spl.Options().spl_learning is False
     assert spl.store_dir("/srv/data") == "/srv/data/spl"

@@ -166,16 +166,6 @@ def test_z3_final_call_streams(client, fake):
     assert len([d for d in data if d["choices"] and d["choices"][0]["delta"].get("content")]) > 1
 
 
-@pytest.mark.parametrize("body", [{"z3_max_attempts": 0}, {"z3_max_attempts": 6},
-                                  {"z3_timeout": 0.5}, {"z3_timeout": 61},
-                                  {"z3_memory_mb": 10}, {"z3_memory_mb": 4096},
-                                  {"z3_max_attempts": "three"}])
-def test_z3_bad_options_are_400(client, fake, body):
-    r = ask(client, "z3-fake", **body)
-    assert r.status_code == 400 and "z3" in r.get_json()["error"]["message"]
-    assert fake.history == []
-
-
 def test_z3_nested_options(client, fake):
     fake.when(is_triage, "yes").when(is_code, "no code").when(lambda r: True, "done")
     ask(client, "z3-fake", optillm={"z3_max_attempts": 1})
@@ -327,12 +317,6 @@ def test_plansearch_garbage_lists_still_answer(client, fake):
     meta = data["choices"][0]["optillm_plansearch"]
     assert meta["observations"] == [] and meta["solutions"][0]["code"] is None
     assert "mainly on" not in last(fake.history[2]) and "(none)" in last(fake.history[2])
-
-
-@pytest.mark.parametrize("value", [0, 9, 2.5, "two"])
-def test_plansearch_bad_n_is_400(client, fake, value):
-    r = ask(client, "plansearch-fake", plansearch_n=value)
-    assert r.status_code == 400 and fake.history == []
 
 
 def test_plansearch_budget_stops_the_search(client, fake):
