@@ -30,9 +30,9 @@ are the ``mars_config`` keys of ``MarsConfig`` (``_mars_config``).
    when none passed), best first, at most N. With ``use_thinking_tags`` the answer is
    ``<think>\\n{synthesis}\\n</think>\\n\\n{final answer}`` (``answer_extraction_mode``).
 
-Upper bound: ``max_calls(config)`` calls (``G + L*P + S + A*P + R*(P + A*P) + 1``, G =
-min(N, P), S = P per strategy phase) and ``max_calls * max_tokens`` completion tokens; critical-path depth
-``max_depth(config)``. Sampling: every call sets its own temperature (agent temperatures;
+Upper bound: ``max_calls(config)`` calls (``G + L*P + S + A*P + R*(P + A*P) + 1``, G = min(N,
+P), S = P per strategy phase) and ``max_calls * max_tokens`` completion tokens; critical-path
+depth ``max_depth(config)``. Sampling: every call sets its own temperature (agent temperatures;
 ``verification_temperature`` for checks; 0.3 for strategy extraction) and ``max_tokens``
 (``mars_config.max_tokens``, else the client's, else 4096; a quarter, at least 256, for
 strategy extraction); with ``use_reasoning_api`` each call also carries ``reasoning_effort``
