@@ -10,13 +10,15 @@ Hierarchy::
     ├── RateLimitError           429  upstream or proxy rate limit
     ├── MissingExtraError        501  a plugin's optional dependency is not installed
     ├── UpstreamError            502  upstream failed (carries the upstream's message)
+    │   └── UpstreamUnreachableError  502  no answer: refused or dropped connection
     └── UpstreamTimeoutError     504  upstream did not answer in time
 
 ``translate_upstream_errors()`` is the boundary where the ``openai`` SDK's exceptions and
 connection failures become these types; nothing above the upstream layer sees an SDK error.
 An error made from an upstream's HTTP answer carries its status (``upstream_status``), its
 headers (``upstream_headers``) and the wait it asked for (``retry_after``, seconds, from
-``Retry-After`` / ``retry-after-ms``), so the gateway's router can honour them.
+``Retry-After`` / ``retry-after-ms``), so the retries (``optillm.upstream.retry``) and the
+gateway's router can honour them, and the HTTP face sends it on as ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -97,6 +99,13 @@ class UpstreamError(OptillmError):
     code = "upstream_error"
 
 
+class UpstreamUnreachableError(UpstreamError):
+    """No answer came: the connection was refused, reset, or dropped before the answer was
+    whole. Worth a retry (nothing of it reached the client yet)."""
+
+    code = "upstream_unreachable"
+
+
 class UpstreamTimeoutError(OptillmError):
     status = 504
     type = "upstream_error"
@@ -133,6 +142,22 @@ def _upstream_message(exc: Exception) -> str:
         if isinstance(inner, str):
             return inner
     return str(getattr(exc, "message", None) or exc)
+
+
+def error_text(data: bytes, status: int) -> str:
+    """The message of an upstream's error body (OpenAI's ``{"error": {"message"}}``, a bare
+    ``{"error": "..."}``, or the first 300 bytes of anything else)."""
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        inner = parsed.get("error", parsed)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        if isinstance(inner, str):
+            return inner
+    return data[:300].decode("utf-8", "replace") or f"status {status}"
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -204,10 +229,12 @@ def translate_upstream_errors() -> Iterator[None]:
 
     Raises:
         UpstreamTimeoutError: the upstream timed out.
-        UpstreamError: connection failure or a 5xx answer.
+        UpstreamUnreachableError: connection failure.
+        UpstreamError: a 5xx answer.
         BadRequestError / AuthenticationError / NotFoundError / RateLimitError: the upstream
             refused the request for a reason that is the client's (status kept).
     """
+    import httpx  # the SDK's HTTP client
     import openai  # the SDK is the upstream layer's dependency; imported lazily for start-up
 
     try:
@@ -217,9 +244,14 @@ def translate_upstream_errors() -> Iterator[None]:
     except openai.APITimeoutError as exc:
         raise UpstreamTimeoutError(f"upstream timed out: {exc}") from exc
     except openai.APIConnectionError as exc:
-        raise UpstreamError(f"upstream unreachable: {exc}") from exc
+        raise UpstreamUnreachableError(f"upstream unreachable: {exc}") from exc
     except openai.APIStatusError as exc:
         headers = getattr(getattr(exc, "response", None), "headers", None)
         raise from_upstream_status(exc.status_code, _upstream_message(exc), headers) from exc
     except openai.APIError as exc:
         raise UpstreamError(f"upstream error: {_upstream_message(exc)}") from exc
+    except httpx.TimeoutException as exc:  # a stream's read, which the SDK does not wrap
+        raise UpstreamTimeoutError(f"upstream stream timed out: {exc}") from exc
+    except httpx.HTTPError as exc:
+        raise UpstreamUnreachableError(f"upstream stream broke: {type(exc).__name__}: "
+                                       f"{exc}") from exc

@@ -16,7 +16,9 @@ What lives here:
   - ``POST /stub/fail``: fail chat calls on command (``Fault``): ``{"mode": "500"}`` (any
     status: ``"503"``, ``"429"`` with ``"retry_after": 2``), ``"hang"`` (never answer),
     ``"malformed"`` (invalid JSON, or non-JSON stream events), ``"cut"`` (the connection drops
-    midway through the answer), ``"ok"`` (heal); ``"every": k`` hits calls 1, 1+k, 1+2k, ...
+    midway through the answer), ``"truncate"`` (a stream that ends cleanly but without
+    ``data: [DONE]``; a non-streamed answer cut short with a consistent length), ``"ok"``
+    (heal); ``"every": k`` hits calls 1, 1+k, 1+2k, ...
     (2 = half of them), ``"times": n`` heals after n hits; ``"headers": {...}`` are added to
     every chat answer (``x-ratelimit-remaining-requests``, ...).
 
@@ -84,7 +86,7 @@ class Fault:
     seen: int = 0
 
     def __post_init__(self) -> None:
-        if self.mode not in ("ok", "hang", "malformed", "cut") and not (
+        if self.mode not in ("ok", "hang", "malformed", "cut", "truncate") and not (
                 self.mode.isdigit() and 400 <= int(self.mode) <= 599):
             raise ValueError(f"unknown fault mode {self.mode!r}")
         if self.every < 1:
@@ -424,6 +426,16 @@ class StubUpstream:
                 await self._write_stream(events, writer, keep, fault.headers)
             else:
                 data = b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "message": '
+                writer.write(response_head(200, "application/json", len(data), keep,
+                                           fault.headers) + data)
+                await writer.drain()
+            return
+        if fault.mode == "truncate":
+            if stream:
+                await self._write_stream(stream_events(body, n)[:2], writer, keep,
+                                         fault.headers)
+            else:
+                data = json.dumps(completion(body, n)).encode()[:40]
                 writer.write(response_head(200, "application/json", len(data), keep,
                                            fault.headers) + data)
                 await writer.drain()

@@ -6,6 +6,14 @@ upstream's answer without parsing them (shared/PERFORMANCE.md: the SDK's per-cal
 exceeds the passthrough's 1 ms budget). Works with OpenAI, Azure OpenAI, vLLM, SGLang,
 llama.cpp's ``llama-server``, Cerebras, OpenRouter and LiteLLM proxies.
 
+Both paths retry before any byte has reached the client, as ``optillm.upstream.retry`` says
+(no answer, 429, 500, 502, 503; backoff with jitter, ``Retry-After`` honoured up to a cap);
+the SDK's own retries are off. When the retries are spent: a 429 stays a 429 carrying the
+upstream's ``Retry-After``, a timeout is a 504, any other failure a 502 - a non-streamed 200
+whose body is not JSON included. A passthrough stream that breaks after its first bytes, or
+ends without ``data: [DONE]``, raises ``UpstreamError`` from its chunks (the HTTP face turns
+it into a final error event).
+
 The gateway's router builds one per endpoint (``retries=0``: the router retries on another
 endpoint) and passes ``on_headers`` to see the rate-limit headers of successful SDK calls;
 failed calls raise errors that carry the upstream's status, headers and ``Retry-After``
@@ -27,12 +35,16 @@ from ..errors import (
     CapabilityError,
     NotFoundError,
     UpstreamError,
-    UpstreamTimeoutError,
+    UpstreamUnreachableError,
+    error_text,
     from_upstream_status,
     translate_upstream_errors,
 )
 from ..types import ChatRequest, Choice, Chunk, Completion, Message, Usage, new_id
 from .base import NO_META, CallMeta, Capabilities, RawResponse, Upstream
+from .passthrough import forward_once
+from .passthrough import unreachable as _unreachable
+from .retry import RETRY_STATUSES, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +64,10 @@ class OpenAIUpstream(Upstream):
         base_url: e.g. ``https://api.openai.com/v1`` or ``http://127.0.0.1:8080/v1``.
         api_key: the proxy's own key for the upstream; None forwards each client's key.
         azure: ``(endpoint, api_version)`` to talk to Azure OpenAI instead.
-        timeout: seconds per upstream call. retries: SDK retries (connection errors, 408,
-        429, 5xx, with back-off). pool_size: connections kept per host.
+        timeout: seconds per upstream call (a read that waits longer is a 504), also the
+        retries' time budget. retries: retries of a failed call (``RetryPolicy``).
+        pool_size: connections kept per host. retry: the whole policy, instead of
+        ``retries``.
         on_headers: called with the response headers (a case-insensitive mapping) of every
         successful ``complete``/``stream``/``complete_text`` call; ``forward`` returns them.
     """
@@ -61,8 +75,11 @@ class OpenAIUpstream(Upstream):
     def __init__(self, base_url: str | None, api_key: str | None = None, *,
                  azure: tuple[str, str] | None = None, timeout: float = 600.0,
                  retries: int = 2, pool_size: int = 32,
-                 on_headers: Callable[[Mapping[str, str]], None] | None = None):
+                 on_headers: Callable[[Mapping[str, str]], None] | None = None,
+                 retry: RetryPolicy | None = None):
         import openai
+
+        self.retry = retry or RetryPolicy(retries=max(0, retries), budget=timeout)
 
         self.on_headers = on_headers
         self.api_key = api_key
@@ -72,15 +89,15 @@ class OpenAIUpstream(Upstream):
             endpoint, version = azure
             self.client = openai.AzureOpenAI(api_key=api_key or PLACEHOLDER_KEY,
                                              azure_endpoint=endpoint, api_version=version,
-                                             timeout=timeout, max_retries=retries)
+                                             timeout=timeout, max_retries=0)
             self.base_url = endpoint.rstrip("/") + "/openai"
         else:
             self.base_url = (base_url or "https://api.openai.com/v1").rstrip("/")
             self.client = openai.OpenAI(api_key=api_key or PLACEHOLDER_KEY,
                                         base_url=self.base_url, timeout=timeout,
-                                        max_retries=retries)
-        self._retries = urllib3.Retry(total=retries, connect=retries, read=0, status=0,
-                                      redirect=0, other=0, allowed_methods=None)
+                                        max_retries=0)
+        self._retries = urllib3.Retry(total=0, connect=0, read=0, status=0, redirect=0,
+                                      other=0, allowed_methods=None)  # ours do it
         self._timeout = urllib3.Timeout(connect=min(10.0, timeout), read=timeout)
         self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=False,
                                          retries=self._retries, timeout=self._timeout)
@@ -122,9 +139,13 @@ class OpenAIUpstream(Upstream):
 
     def complete(self, request: ChatRequest, meta: CallMeta = NO_META) -> Completion:
         args = self._create_args(request, meta, stream=False)
-        with translate_upstream_errors():
-            raw = self.client.chat.completions.with_raw_response.create(**args)
-            data = _json_body(raw.content)
+
+        def attempt():
+            with translate_upstream_errors():
+                raw = self.client.chat.completions.with_raw_response.create(**args)
+                return raw, _json_body(raw.content)
+
+        raw, data = self.retry.call(attempt)
         if self.on_headers is not None:
             self.on_headers(raw.headers)
         if not isinstance(data, dict) or "choices" not in data:
@@ -133,13 +154,23 @@ class OpenAIUpstream(Upstream):
 
     def stream(self, request: ChatRequest, meta: CallMeta = NO_META) -> Iterator[Chunk]:
         args = self._create_args(request, meta, stream=True)
-        with translate_upstream_errors():
-            sdk_stream = self.client.chat.completions.create(stream=True, **args)
+
+        def attempt() -> tuple[Any, Iterator[Chunk], Chunk]:
+            with translate_upstream_errors():
+                sdk_stream = self.client.chat.completions.create(stream=True, **args)
+            chunks = self._iter_stream(sdk_stream)
+            try:  # the first chunk is part of the attempt: a stream that dies at once is retried
+                return sdk_stream, chunks, next(chunks)
+            except StopIteration:
+                raise UpstreamUnreachableError("upstream stream ended before its first "
+                                               "chunk") from None
+
+        sdk_stream, chunks, first = self.retry.call(attempt)
         if self.on_headers is not None:
             headers = getattr(getattr(sdk_stream, "response", None), "headers", None)
             if headers is not None:
                 self.on_headers(headers)
-        return self._iter_stream(sdk_stream)
+        return _prepend(first, chunks)
 
     @staticmethod
     def _iter_stream(sdk_stream) -> Iterator[Chunk]:
@@ -168,12 +199,15 @@ class OpenAIUpstream(Upstream):
         extra = {k: v for k, v in params.items() if k not in _CHAT_ONLY}
         if "max_tokens" not in extra and params.get("max_completion_tokens") is not None:
             extra["max_tokens"] = params["max_completion_tokens"]
-        try:
+        def attempt():
             with translate_upstream_errors():
                 raw = self.client.completions.with_raw_response.create(
                     model=model, prompt=prompt, extra_body=extra,
                     extra_headers=self._headers(meta))
-                data = _json_body(raw.content)
+                return raw, _json_body(raw.content)
+
+        try:
+            raw, data = self.retry.call(attempt)
         except NotFoundError as exc:  # no such endpoint, or not for this (chat) model
             raise CapabilityError(f"the upstream serves no text completions "
                                   f"(/v1/completions) for model {model!r}: {exc.message}"
@@ -205,12 +239,19 @@ class OpenAIUpstream(Upstream):
         headers = {"Content-Type": "application/json",
                    "Authorization": f"Bearer {self.api_key or meta.api_key or PLACEHOLDER_KEY}"}
         body = json.dumps({"model": model, "messages": [m.to_dict() for m in messages]})
-        try:
-            resp = self._pool.request("POST", root + "/apply-template", body=body.encode(),
-                                      headers=headers, retries=self._retries,
-                                      timeout=self._timeout)
-        except urllib3.exceptions.HTTPError as exc:
-            raise _unreachable(exc) from exc
+        def attempt():
+            try:
+                resp = self._pool.request("POST", root + "/apply-template", body=body.encode(),
+                                          headers=headers, retries=self._retries,
+                                          timeout=self._timeout)
+            except urllib3.exceptions.HTTPError as exc:
+                raise _unreachable(exc) from exc
+            if resp.status in RETRY_STATUSES:
+                raise from_upstream_status(resp.status, error_text(resp.data, resp.status),
+                                           resp.headers)
+            return resp
+
+        resp = self.retry.call(attempt)
         try:
             data = json.loads(resp.data) if resp.data else None
         except ValueError:
@@ -257,10 +298,14 @@ class OpenAIUpstream(Upstream):
 
     def forward(self, body: bytes, meta: CallMeta = NO_META, stream: bool = False,
                 model: str | None = None) -> RawResponse:
-        """POST ``body`` to ``/chat/completions`` and hand back the answer unparsed.
+        """POST ``body`` to ``/chat/completions`` and hand back the answer unparsed, retried as
+        the module docstring says. A 4xx other than 429 comes back as a ``RawResponse``;
+        a stream comes back once its first bytes have arrived.
 
         Raises:
-            UpstreamTimeoutError / UpstreamError: no answer (timeout, refused connection).
+            RateLimitError: 429 after the retries (``retry_after`` from its header).
+            UpstreamTimeoutError: no answer within the timeout, or an upstream 504/408.
+            UpstreamError: no answer, a 5xx, or a non-streamed 200 that is not JSON.
         """
         headers = {"Content-Type": "application/json"}
         key = self.api_key or meta.api_key or PLACEHOLDER_KEY
@@ -269,49 +314,23 @@ class OpenAIUpstream(Upstream):
         else:
             headers["Authorization"] = f"Bearer {key}"
         pool, path = self._forward_target(model)
-        try:
-            resp = pool.urlopen("POST", path, body=body, headers=headers, preload_content=False,
-                                decode_content=True, retries=self._retries,
-                                timeout=self._timeout, release_conn=False)
-        except urllib3.exceptions.HTTPError as exc:
-            raise _unreachable(exc) from exc
-        content_type = resp.headers.get("Content-Type", "application/json")
-
-        def close() -> None:
-            resp.release_conn() if resp.isclosed() else resp.drain_conn()
-
-        if stream and resp.status == 200:
-            def chunks() -> Iterator[bytes]:
-                try:  # read1: hand on each piece as it arrives, chunked or not
-                    while True:
-                        data = resp.read1(65536)
-                        if not data:
-                            break
-                        yield data
-                except urllib3.exceptions.HTTPError as exc:
-                    if _is_timeout(exc):
-                        raise UpstreamTimeoutError(f"upstream stream timed out: {exc}") \
-                            from exc
-                    raise UpstreamError(f"upstream stream broke: {exc}") from exc
-                finally:
-                    resp.release_conn()
-            def abort() -> None:
-                resp.close()  # a client that went away stops the upstream's generation
-            return RawResponse(resp.status, content_type, chunks(), abort, resp.headers)
-        try:
-            data = resp.read()
-        except urllib3.exceptions.HTTPError as exc:
-            if _is_timeout(exc):
-                raise UpstreamTimeoutError(f"upstream timed out: {exc}") from exc
-            raise UpstreamError(f"upstream answer broke: {exc}") from exc
-        finally:
-            close()
-        return RawResponse(resp.status, content_type, iter((data,)), lambda: None,
-                           resp.headers)
+        return self.retry.call(lambda: forward_once(pool, path, body, headers, stream,
+                                                    self._retries, self._timeout))
 
     def close(self) -> None:
         self.client.close()
         self._pool.clear()
+
+
+def _prepend(first: Chunk, rest: Iterator[Chunk]) -> Iterator[Chunk]:
+    """``first`` then ``rest``; closing it closes ``rest`` (and so the SDK's stream)."""
+    try:
+        yield first
+        yield from rest
+    finally:
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()
 
 
 def _json_body(content: bytes) -> Any:
@@ -321,15 +340,3 @@ def _json_body(content: bytes) -> Any:
     except ValueError as exc:
         raise UpstreamError(f"upstream returned malformed JSON ({exc}): "
                             f"{content[:200].decode('utf-8', 'replace')!r}") from exc
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    """A timeout, also when urllib3 wraps it (``MaxRetryError(reason=ReadTimeoutError)``)."""
-    return isinstance(exc, urllib3.exceptions.TimeoutError) or isinstance(
-        getattr(exc, "reason", None), urllib3.exceptions.TimeoutError)
-
-
-def _unreachable(exc: urllib3.exceptions.HTTPError) -> UpstreamError:
-    if _is_timeout(exc):
-        return UpstreamTimeoutError(f"upstream timed out: {exc}")
-    return UpstreamError(f"upstream unreachable: {exc}")

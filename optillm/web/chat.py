@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +33,7 @@ from ..errors import (
 )
 from ..plan.pipeline import PipelineResult
 from ..plan.planner import parse_plan, plan_for_model
-from .streaming import stream_approach
+from .streaming import DONE, event, stream_approach
 from ..types import ChatRequest, Completion, new_id
 from ..upstream.base import CallMeta
 
@@ -209,15 +210,19 @@ def _passthrough(body, raw: bytes, plan, stream: bool, messages, meta, record,
 
     def relay() -> Iterator[bytes]:
         complete = False
+        error = "stream ended before [DONE]"
         try:
             yield from upstream.chunks
             complete = True
+        except OptillmError as exc:  # broke midway: the status line is gone, so an error
+            error = exc.message        # event the SDKs raise on ends it, never a silent cut
+            log.warning("passthrough stream broke: %s", exc.message)
+            yield event(exc.to_dict()) + DONE  # as approach streams end on an error
         finally:
             if not complete:
-                upstream.close()  # client gone: stop the upstream's generation
+                upstream.close()  # client gone or upstream broken: stop its generation
             if record:
-                record.finish({"streamed": True},
-                              None if complete else "stream ended before [DONE]")
+                record.finish({"streamed": True}, None if complete else error)
 
     return Response(relay(), status=upstream.status, content_type=upstream.content_type,
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
@@ -369,13 +374,20 @@ def _cache():
     return cache
 
 
+def retry_after_header(exc: OptillmError) -> dict[str, str] | None:
+    """``Retry-After`` (whole seconds, rounded up) for a 429 or 503 that knows its wait."""
+    if exc.retry_after is None or exc.status not in (429, 503):
+        return None
+    return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+
+
 def register_error_handlers(app) -> None:
     """One JSON error handler: every failure is an OpenAI error object, never HTML or a trace."""
     from werkzeug.exceptions import HTTPException
 
     @app.errorhandler(OptillmError)
     def _optillm_error(exc: OptillmError):
-        return json_response(exc.to_dict(), exc.status)
+        return json_response(exc.to_dict(), exc.status, retry_after_header(exc))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

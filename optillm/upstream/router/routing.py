@@ -29,26 +29,28 @@ none. A stream is failed over only until its first chunk: one that breaks midway
 retried (the client already has part of it); the break counts as the endpoint's failure and
 reaches the client as a cut stream.
 
-Thread-safe (one lock per group, held only for bookkeeping, never during a call). The health
-state lives in process memory: with several gunicorn workers each worker keeps its own view
-of the endpoints (cooldowns, counts and limits are per worker), which is acceptable: each
-finds out about a failing endpoint after ``allowed_fails`` of its own requests.
+Thread-safe (one lock per group, held only for bookkeeping, never during a call). Where the
+state lives: with a Redis URL (``--redis-url`` or ``general_settings.redis_url``) the
+consecutive failures, cooldowns, ``Retry-After`` waits and the ``rpm`` / ``tpm`` windows are
+kept in Redis (``optillm.upstream.router.shared``), one view for every worker and instance;
+without one they live in this process's memory (``health.LocalHealth``, ``limits.LocalWindow``)
+and each gunicorn worker keeps its own (so ``--workers 2`` may send up to twice ``rpm``). The
+``x-ratelimit-*`` header counts, the round-robin and the ``/stats`` counts are always per
+process. This module selects and fails over; ``health``, ``limits``, ``shared`` and ``relay``
+beside it hold the rest.
 """
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
-import re
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..errors import (
+from ...errors import (
     NotFoundError,
     OptillmError,
     RateLimitError,
@@ -56,9 +58,22 @@ from ..errors import (
     UpstreamTimeoutError,
     from_upstream_status,
 )
-from ..types import ChatRequest, Chunk, Completion, Message
-from .base import NO_META, CallMeta, Capabilities, RawResponse, Upstream
-from .config import Endpoint, GatewayConfig, GeneralSettings
+from ...errors import error_text as _error_text
+from ...types import ChatRequest, Chunk, Completion, Message
+from ..base import NO_META, CallMeta, Capabilities, RawResponse, Upstream
+from ..config import Endpoint, GeneralSettings
+from .health import EndpointState, Failure, failure_kind
+from .limits import estimate_tokens as _estimate
+from .limits import max_tokens as _max_tokens
+from .relay import (
+    ChunkRelay,
+    checked_body,
+    close_quietly,
+    count_body_tokens,
+    drain,
+    first_bytes,
+    relay_bytes,
+)
 
 try:
     import orjson
@@ -77,238 +92,6 @@ HeaderSink = Callable[[Mapping[str, str]], None]
 #: ``factory(endpoint, on_headers) -> Upstream``: builds one endpoint's upstream.
 EndpointFactory = Callable[[Endpoint, HeaderSink], Upstream]
 
-WINDOW = 60.0             # seconds: the rpm / tpm window
-LATENCY_SAMPLES = 256     # recent successful calls kept for p50 / p95
-DEFAULT_RESET = 60.0      # seconds a rate-limit header counts when it names no reset
-#: Latency histogram bucket bounds (seconds) for /metrics.
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_TOTAL_TOKENS = re.compile(rb'"total_tokens"\s*:\s*(\d+)')
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Why one endpoint did not serve a request: ``kind`` is ``timeout``, ``rate_limit`` or
-    ``error``; ``tried`` is False when it was skipped without a call."""
-
-    endpoint: str
-    kind: str
-    reason: str
-    tried: bool
-    retry_after: float | None = None
-
-    def describe(self) -> str:
-        return f"{self.endpoint}: {self.reason}" if self.tried else \
-            f"{self.endpoint}: skipped, {self.reason}"
-
-
-def parse_duration(text: str | None, wall: Callable[[], float] = time.time) -> float | None:
-    """Seconds in a rate-limit reset header: ``"1s"``, ``"6m0s"``, ``"20ms"``, ``"1h2m3.5s"``,
-    a plain number of seconds, or a Unix time (then the seconds until it). None if unreadable."""
-    if not text:
-        return None
-    text = text.strip()
-    try:
-        value = float(text)
-    except ValueError:
-        parts = _DURATION.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            return None
-        scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-        return sum(float(n) * scale[u] for n, u in parts)
-    return max(0.0, value - wall()) if value > 1e9 else max(0.0, value)
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None and isinstance(headers, dict):  # a plain dict is case-sensitive
-        value = next((v for k, v in headers.items() if k.lower() == name), None)
-    return value
-
-
-def _int(text: str | None) -> int | None:
-    try:
-        return int(float(text)) if text is not None else None
-    except ValueError:
-        return None
-
-
-def failure_kind(exc: OptillmError) -> str | None:
-    """``timeout``, ``rate_limit`` or ``error`` for a failure worth another endpoint; None for
-    an answer that is the client's (a 4xx other than 408 and 429)."""
-    if isinstance(exc, RateLimitError):
-        return "rate_limit"
-    if isinstance(exc, UpstreamTimeoutError):
-        return "timeout"
-    if isinstance(exc, UpstreamError):
-        status = exc.upstream_status
-        return None if status is not None and 400 <= status < 500 and status != 408 \
-            else "error"
-    return None
-
-
-class EndpointState:
-    """One endpoint's upstream and what the router knows of it. Changed under its group's lock;
-    ``now`` is the router's clock (seconds, monotonic)."""
-
-    def __init__(self, endpoint: Endpoint, name: str):
-        self.endpoint = endpoint
-        self.name = name
-        self.upstream: Upstream | None = None
-        self.current = 0.0                  # smooth weighted round-robin
-        self.requests = 0
-        self.failures: Counter[str] = Counter()
-        self.consecutive_fails = 0
-        self.cooldown_until = 0.0
-        self.cooldown_kind = "error"
-        self.retry_until = 0.0              # Retry-After
-        self.last_error = ""
-        self.rl_requests: int | None = None  # from x-ratelimit-* headers, counted down locally
-        self.rl_requests_reset = 0.0
-        self.rl_tokens: int | None = None
-        self.rl_tokens_reset = 0.0
-        self.window: deque[tuple[float, int, int]] = deque()  # (time, requests, tokens)
-        self.window_requests = 0
-        self.window_tokens = 0
-        self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
-        self.buckets = [0] * (len(BUCKETS) + 1)
-        self.latency_sum = 0.0
-
-    # -- availability ------------------------------------------------------------------------
-
-    def _prune(self, now: float) -> None:
-        while self.window and self.window[0][0] <= now - WINDOW:
-            _, requests, tokens = self.window.popleft()
-            self.window_requests -= requests
-            self.window_tokens -= tokens
-
-    def unavailable(self, now: float, tokens: int) -> Failure | None:
-        """Why this endpoint must be skipped now (None: it may take a request of ``tokens``)."""
-        ep = self.endpoint
-        if now < self.cooldown_until:
-            left = self.cooldown_until - now
-            return Failure(self.name, self.cooldown_kind,
-                           f"cooling down for {left:.1f} s more after {self.consecutive_fails} "
-                           f"consecutive failures (last: {self.last_error})", False, left)
-        if now < self.retry_until:
-            left = self.retry_until - now
-            return Failure(self.name, "rate_limit", f"asked to wait (Retry-After) {left:.1f} s "
-                           f"more", False, left)
-        if self.rl_requests is not None:
-            if now >= self.rl_requests_reset:
-                self.rl_requests = None
-            elif self.rl_requests <= 0:
-                left = self.rl_requests_reset - now
-                return Failure(self.name, "rate_limit", f"no requests left "
-                               f"(x-ratelimit-remaining-requests) for {left:.1f} s", False, left)
-        if self.rl_tokens is not None:
-            if now >= self.rl_tokens_reset:
-                self.rl_tokens = None
-            elif self.rl_tokens < tokens:
-                left = self.rl_tokens_reset - now
-                return Failure(self.name, "rate_limit", f"{self.rl_tokens} tokens left "
-                               f"(x-ratelimit-remaining-tokens), about {tokens} needed, for "
-                               f"{left:.1f} s", False, left)
-        if ep.rpm is None and ep.tpm is None:
-            return None
-        self._prune(now)
-        left = (self.window[0][0] + WINDOW - now) if self.window else 0.0
-        if ep.rpm is not None and self.window_requests >= ep.rpm:
-            return Failure(self.name, "rate_limit", f"rpm limit {ep.rpm} reached "
-                           f"({self.window_requests} requests in the last minute)", False, left)
-        if ep.tpm is not None and self.window_tokens > 0 and \
-                self.window_tokens + tokens > ep.tpm:
-            return Failure(self.name, "rate_limit", f"tpm limit {ep.tpm} would be exceeded "
-                           f"({self.window_tokens} tokens in the last minute, about {tokens} "
-                           f"more)", False, left)
-        return None
-
-    # -- outcomes ------------------------------------------------------------------------------
-
-    def sent(self, now: float, tokens: int) -> None:
-        self.requests += 1
-        self.window.append((now, 1, tokens))
-        self.window_requests += 1
-        self.window_tokens += tokens
-        if self.rl_requests is not None:
-            self.rl_requests -= 1
-        if self.rl_tokens is not None:
-            self.rl_tokens -= tokens
-        if len(self.window) > 4096 and self.endpoint.rpm is None and self.endpoint.tpm is None:
-            self._prune(now)  # nothing else prunes it when no limit is configured
-
-    def add_tokens(self, now: float, delta: int) -> None:
-        if delta:
-            self.window.append((now, 0, delta))
-            self.window_tokens += delta
-
-    def succeeded(self, latency: float) -> None:
-        self.consecutive_fails = 0
-        self.latencies.append(latency)
-        self.buckets[bisect.bisect_left(BUCKETS, latency)] += 1
-        self.latency_sum += latency
-
-    def failed(self, now: float, kind: str, reason: str, retry_after: float | None,
-               general: GeneralSettings) -> None:
-        self.failures[kind] += 1
-        self.consecutive_fails += 1
-        self.last_error = reason[:300]
-        if retry_after:
-            self.retry_until = max(self.retry_until, now + min(retry_after, 86400.0))
-        if self.consecutive_fails >= general.allowed_fails and general.cooldown_time > 0:
-            self.cooldown_until = now + general.cooldown_time
-            self.cooldown_kind = kind
-            log.warning("endpoint %s cools down for %.0f s after %d consecutive failures: %s",
-                        self.name, general.cooldown_time, self.consecutive_fails, reason)
-
-    def note_headers(self, headers: Mapping[str, str], now: float) -> None:
-        """Take in ``x-ratelimit-remaining-*`` / ``x-ratelimit-reset-*`` of an answer."""
-        remaining = _int(_header(headers, "x-ratelimit-remaining-requests"))
-        if remaining is not None:
-            reset = parse_duration(_header(headers, "x-ratelimit-reset-requests"))
-            self.rl_requests = remaining
-            self.rl_requests_reset = now + (DEFAULT_RESET if reset is None else reset)
-        remaining = _int(_header(headers, "x-ratelimit-remaining-tokens"))
-        if remaining is not None:
-            reset = parse_duration(_header(headers, "x-ratelimit-reset-tokens"))
-            self.rl_tokens = remaining
-            self.rl_tokens_reset = now + (DEFAULT_RESET if reset is None else reset)
-
-    def snapshot(self, now: float) -> dict[str, Any]:
-        """What ``/stats`` and ``/metrics`` show of this endpoint."""
-        self._prune(now)
-        ep = self.endpoint
-        ordered = sorted(self.latencies)
-
-        def pct(p: float) -> float | None:
-            if not ordered:
-                return None
-            return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 2)
-
-        cooldown = max(0.0, self.cooldown_until - now)
-        known = {"remaining_requests": self.rl_requests if now < self.rl_requests_reset
-                 else None,
-                 "remaining_tokens": self.rl_tokens if now < self.rl_tokens_reset else None}
-        return {
-            "name": self.name, "base_url": ep.base_url, "model": ep.model, "weight": ep.weight,
-            "requests": self.requests, "failures": sum(self.failures.values()),
-            "failures_by_kind": dict(self.failures),
-            "consecutive_fails": self.consecutive_fails,
-            "cooldown": {"active": cooldown > 0, "remaining_s": round(cooldown, 2)},
-            "retry_after_remaining_s": round(max(0.0, self.retry_until - now), 2),
-            "rate_limit": {**known,
-                           "reset_requests_s": round(max(0.0, self.rl_requests_reset - now), 2)
-                           if known["remaining_requests"] is not None else None,
-                           "reset_tokens_s": round(max(0.0, self.rl_tokens_reset - now), 2)
-                           if known["remaining_tokens"] is not None else None},
-            "last_minute": {"requests": self.window_requests, "tokens": self.window_tokens,
-                            "rpm": ep.rpm, "tpm": ep.tpm},
-            "latency_ms": {"p50": pct(0.5), "p95": pct(0.95), "samples": len(ordered)},
-            "latency_histogram": {"buckets": list(BUCKETS), "counts": list(self.buckets),
-                                  "sum_s": self.latency_sum},
-            "last_error": self.last_error or None,
-        }
-
 
 class ModelGroup:
     """The endpoints of one public model name, and the lock that guards their state."""
@@ -322,7 +105,9 @@ class ModelGroup:
              skipped: dict[str, Failure]) -> EndpointState | None:
         """The next endpoint by smooth weighted round-robin among the available weighted ones
         (fallbacks, weight 0, only when none is), counted as sent; None when none is available.
-        The reasons of unavailable endpoints go to ``skipped``."""
+        The reasons of unavailable endpoints go to ``skipped``. With shared limits the count
+        is taken atomically in Redis: when another worker filled the window first, the next
+        candidate is picked."""
         with self.lock:
             weighted: list[EndpointState] = []
             fallbacks: list[EndpointState] = []
@@ -336,50 +121,23 @@ class ModelGroup:
                     weighted.append(ep)
                 else:
                     fallbacks.append(ep)
-            candidates = weighted or fallbacks
-            if not candidates:
-                return None
-            total = 0.0
-            best = candidates[0]
-            for ep in candidates:
-                weight = ep.endpoint.weight or 1.0
-                ep.current += weight
-                total += weight
-                if ep.current > best.current:
-                    best = ep
-            best.current -= total
-            best.sent(now, tokens)
-            return best
-
-
-class _ChunkRelay(Iterator[Chunk]):
-    """A stream's chunks after the first: a break counts as the endpoint's failure; token usage
-    in the last chunk corrects the endpoint's tpm estimate. ``close()`` closes the upstream's."""
-
-    def __init__(self, first: Chunk, inner: Iterator[Chunk], on_usage: Callable[[int], None],
-                 on_break: Callable[[OptillmError], None]):
-        self._first: Chunk | None = first
-        self._inner = inner
-        self._on_usage = on_usage
-        self._on_break = on_break
-
-    def __next__(self) -> Chunk:
-        if self._first is not None:
-            chunk, self._first = self._first, None
-        else:
-            try:
-                chunk = next(self._inner)
-            except OptillmError as exc:
-                self._on_break(exc)
-                raise
-        if chunk.usage is not None:
-            self._on_usage(chunk.usage.total_tokens)
-        return chunk
-
-    def close(self) -> None:
-        close = getattr(self._inner, "close", None)
-        if close is not None:
-            close()
+            while weighted or fallbacks:
+                candidates = weighted or fallbacks
+                total = 0.0
+                best = candidates[0]
+                for ep in candidates:
+                    weight = ep.endpoint.weight or 1.0
+                    ep.current += weight
+                    total += weight
+                    if ep.current > best.current:
+                        best = ep
+                best.current -= total
+                why = best.take(now, tokens)
+                if why is None:
+                    return best
+                skipped[best.name] = why
+                candidates.remove(best)
+            return None
 
 
 class RouterUpstream(Upstream):
@@ -392,13 +150,16 @@ class RouterUpstream(Upstream):
             upstream; it calls ``on_headers(headers)`` with the headers of successful answers.
         general: ``retries``, ``allowed_fails``, ``cooldown_time``.
         clock: monotonic seconds (tests inject their own).
+        shared: ``shared.SharedState`` (Redis) to keep health and rpm/tpm windows in, one
+            view for every process; None keeps them in this one.
     """
 
     def __init__(self, model_groups: Mapping[str, Sequence[Endpoint]],
                  default: Upstream | None, endpoint_factory: EndpointFactory,
                  general: GeneralSettings = GeneralSettings(), *,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, shared: Any = None):
         self.default = default
+        self.shared = shared
         self.general = general
         self.clock = clock
         self.groups: dict[str, ModelGroup] = {}
@@ -410,8 +171,12 @@ class RouterUpstream(Upstream):
             for endpoint in endpoints:
                 name = endpoint.name or f"{endpoint.model}@{endpoint.base_url}"
                 seen[name] += 1
-                states.append(EndpointState(endpoint, name if seen[name] == 1 else
-                                            f"{name}#{seen[name]}"))
+                name = name if seen[name] == 1 else f"{name}#{seen[name]}"
+                if shared is None:
+                    states.append(EndpointState(endpoint, name))
+                else:
+                    states.append(EndpointState(endpoint, name, shared.health(public, name),
+                                                shared.window(public, name, endpoint)))
             group = ModelGroup(public, states)
             for state in states:
                 state.upstream = endpoint_factory(state.endpoint,
@@ -421,7 +186,7 @@ class RouterUpstream(Upstream):
     def _header_sink(self, group: ModelGroup, state: EndpointState) -> HeaderSink:
         def on_headers(headers: Mapping[str, str]) -> None:
             with group.lock:
-                state.note_headers(headers, self.clock())
+                state.headers.note(headers, self.clock())
         return on_headers
 
     # -- routing -------------------------------------------------------------------------------
@@ -466,9 +231,9 @@ class RouterUpstream(Upstream):
                 now = self.clock()
                 with group.lock:
                     if exc.upstream_headers:
-                        ep.note_headers(exc.upstream_headers, now)
+                        ep.headers.note(exc.upstream_headers, now)
                     if kind is None:  # the client's error: the endpoint answered
-                        ep.consecutive_fails = 0
+                        ep.health.answered()
                         raise
                     ep.failed(now, kind, exc.message, exc.retry_after, self.general)
                 log.info("endpoint %s of %s failed (%s), %s", ep.name, group.name,
@@ -503,9 +268,9 @@ class RouterUpstream(Upstream):
 
     def _note_usage(self, group: ModelGroup, ep: EndpointState, estimate: int,
                     actual: int | None) -> None:
-        if actual is not None and (ep.endpoint.tpm is not None or ep.rl_tokens is not None):
+        if actual is not None and ep.tracks_tokens:
             with group.lock:
-                ep.add_tokens(self.clock(), actual - estimate)
+                ep.window.add_tokens(self.clock(), actual - estimate)
 
     def _on_break(self, group: ModelGroup, ep: EndpointState) -> Callable[[OptillmError], None]:
         def on_break(exc: OptillmError) -> None:
@@ -540,14 +305,14 @@ class RouterUpstream(Upstream):
             try:
                 return inner, next(inner)
             except StopIteration:
-                _close(inner)
+                close_quietly(inner)
                 raise UpstreamError("upstream stream ended before its first chunk") from None
             except BaseException:
-                _close(inner)
+                close_quietly(inner)
                 raise
 
         ep, (inner, first) = self._run(target, tokens, call)
-        return _ChunkRelay(first, inner,
+        return ChunkRelay(first, inner,
                            lambda used: self._note_usage(target, ep, tokens, used),
                            self._on_break(target, ep))
 
@@ -569,6 +334,13 @@ class RouterUpstream(Upstream):
             return target.apply_template(messages, model, meta)
         return self._run(target, 0, lambda ep: ep.upstream.apply_template(
             messages, ep.endpoint.model, meta))[1]
+
+    def count_tokens(self, text: str, model: str, meta: CallMeta = NO_META) -> int:
+        target = self._target(model)
+        if not isinstance(target, ModelGroup):
+            return target.count_tokens(text, model, meta)
+        return self._run(target, 0, lambda ep: ep.upstream.count_tokens(
+            text, ep.endpoint.model, meta))[1]
 
     def forward(self, body: bytes, meta: CallMeta = NO_META, stream: bool = False,
                 model: str | None = None) -> RawResponse:
@@ -601,47 +373,31 @@ class RouterUpstream(Upstream):
             raw = ep.upstream.forward(body_for(ep.endpoint.model), meta, stream,
                                       ep.endpoint.model)
             if raw.status >= 500 or raw.status == 429:
-                data = _drain(raw)
+                data = drain(raw)
                 raise from_upstream_status(raw.status, _error_text(data, raw.status),
                                            raw.headers)
             if raw.headers:
                 with group.lock:
-                    ep.note_headers(raw.headers, self.clock())
+                    ep.headers.note(raw.headers, self.clock())
             if raw.status >= 400:
                 return raw  # the client's error, as it is
             if not stream:
-                return _checked_body(raw)
-            return _first_bytes(raw)
+                return checked_body(raw)
+            return first_bytes(raw)
 
         ep, raw = self._run(group, tokens, call)
         if raw.status >= 400:
             return raw
-        track = ep.endpoint.tpm is not None or ep.rl_tokens is not None
+        def on_usage(used: int | None) -> None:
+            self._note_usage(group, ep, tokens, used)
+
+        track = ep.tracks_tokens
         if not stream:
-            return self._count_body_tokens(group, ep, tokens, raw) if track else raw
+            return count_body_tokens(raw, on_usage) if track else raw
         return RawResponse(raw.status, raw.content_type,
-                           self._relay_bytes(group, ep, tokens, raw.chunks, track),
+                           relay_bytes(raw.chunks, on_usage if track else None,
+                                       self._on_break(group, ep)),
                            raw.close, raw.headers)
-
-    def _count_body_tokens(self, group: ModelGroup, ep: EndpointState, estimate: int,
-                           raw: RawResponse) -> RawResponse:
-        data = b"".join(raw.chunks)
-        found = _TOTAL_TOKENS.search(data)
-        self._note_usage(group, ep, estimate, int(found.group(1)) if found else None)
-        return RawResponse(raw.status, raw.content_type, iter((data,)), raw.close, raw.headers)
-
-    def _relay_bytes(self, group: ModelGroup, ep: EndpointState, estimate: int,
-                     chunks: Iterator[bytes], track: bool) -> Iterator[bytes]:
-        try:
-            for part in chunks:
-                if track and b'"total_tokens"' in part:
-                    found = _TOTAL_TOKENS.search(part)
-                    if found:
-                        self._note_usage(group, ep, estimate, int(found.group(1)))
-                yield part
-        except OptillmError as exc:
-            self._on_break(group, ep)(exc)
-            raise
 
     def models(self, meta: CallMeta = NO_META) -> list[dict[str, Any]]:
         """The public group names, then the default upstream's models (when it answers)."""
@@ -679,103 +435,3 @@ class RouterUpstream(Upstream):
         with self._lock:
             counters = {k: self.counters[k] for k in ("routed", "retried", "exhausted")}
         return {"model_groups": groups, "router": counters}
-
-
-# -- helpers ---------------------------------------------------------------------------------
-
-
-def _max_tokens(params: Mapping[str, Any]) -> int:
-    value = params.get("max_completion_tokens") or params.get("max_tokens") or 0
-    return value if isinstance(value, int) else 0
-
-
-def _estimate(messages: Sequence[Message], params: Mapping[str, Any]) -> int:
-    """A request's tokens for rate limits: four characters a token, plus ``max_tokens``."""
-    return sum(len(m.text) for m in messages) // 4 + _max_tokens(params)
-
-
-def _close(it: Any) -> None:
-    close = getattr(it, "close", None)
-    if close is not None:
-        close()
-
-
-def _drain(raw: RawResponse) -> bytes:
-    try:
-        return b"".join(raw.chunks)
-    except OptillmError:
-        return b""
-    finally:
-        raw.close()
-
-
-def _error_text(data: bytes, status: int) -> str:
-    try:
-        parsed = _loads(data)
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, dict):
-        inner = parsed.get("error", parsed)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-        if isinstance(inner, str):
-            return inner
-    return data[:300].decode("utf-8", "replace") or f"status {status}"
-
-
-def _checked_body(raw: RawResponse) -> RawResponse:
-    """The whole non-streamed answer, checked to be a JSON object.
-
-    Raises: UpstreamError when it is not (a truncated or garbled answer).
-    """
-    data = _drain(raw)
-    try:
-        ok = isinstance(_loads(data), dict)
-    except ValueError:
-        ok = False
-    if not ok:
-        raise UpstreamError(f"upstream returned malformed JSON: "
-                            f"{data[:200].decode('utf-8', 'replace')!r}")
-    return RawResponse(raw.status, raw.content_type, iter((data,)), lambda: None, raw.headers)
-
-
-def _first_bytes(raw: RawResponse) -> RawResponse:
-    """A streamed answer whose first bytes have arrived (so a stream that fails at once is
-    failed over). Raises: UpstreamError when it ends or breaks before them."""
-    chunks = iter(raw.chunks)
-    try:
-        first = next(chunks)
-        while not first:
-            first = next(chunks)
-    except StopIteration:
-        raw.close()
-        raise UpstreamError("upstream stream ended before its first bytes") from None
-    except BaseException:
-        raw.close()
-        raise
-
-    def relay() -> Iterator[bytes]:
-        yield first
-        yield from chunks
-
-    return RawResponse(raw.status, raw.content_type, relay(), raw.close, raw.headers)
-
-
-def build_router(gateway: GatewayConfig, default: Upstream | None, settings: Any,
-                 executor: Any) -> RouterUpstream:
-    """The router over ``gateway.model_groups``: one ``ChoicesUpstream(OpenAIUpstream(...))``
-    per endpoint, each with its own connection pool and no retries of its own (the router
-    retries on another endpoint). ``settings`` gives the default timeout and pool size."""
-    from .choices import ChoicesUpstream
-    from .openai_client import OpenAIUpstream
-
-    def factory(endpoint: Endpoint, on_headers: HeaderSink) -> Upstream:
-        azure = (endpoint.base_url, endpoint.azure_api_version) \
-            if endpoint.azure_api_version else None
-        client = OpenAIUpstream(endpoint.base_url, endpoint.api_key, azure=azure,
-                                timeout=endpoint.timeout or settings.upstream_timeout,
-                                retries=0, pool_size=max(8, settings.max_parallel_calls * 2),
-                                on_headers=on_headers)
-        return ChoicesUpstream(client, executor)
-
-    return RouterUpstream(gateway.model_groups, default, factory, gateway.general)
