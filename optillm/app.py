@@ -25,7 +25,6 @@ from flask import Flask
 
 from .plan.profiles import install as install_profiles
 from .concurrency import BoundedExecutor
-from .upstream.conversation_log import ConversationLogger
 from .upstream.config import GatewayConfig, load_config
 from .upstream.store import LazyStore
 from .upstream.local_model import LocalModel
@@ -36,6 +35,8 @@ from .settings import Settings
 from .upstream.base import Upstream
 
 log = logging.getLogger("optillm")
+#: Answer headers a browser page on an allowed origin may read (CORS).
+CORS_EXPOSE = ["X-Request-ID", "X-Optillm-Upstream-Calls", "X-Optillm-Cache", "Retry-After"]
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Services:
     upstream: Upstream
     executor: BoundedExecutor
     pipeline: Pipeline
-    conversation_logger: ConversationLogger | None
+    conversation_logger: Any  # optillm.web.traces.TracingLogger: log files and traced requests
     local_model: LocalModel | None
     base_url: str | None
     gateway: GatewayConfig | None = None
@@ -173,8 +174,9 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
     if bottom is None and (base_url or settings.azure_api_base or not routed_only):
         bottom = http_upstream(settings, base_url)
     stack, router = build_stack(settings, executor, bottom, gateway=gateway, cache=cache)
-    logger = ConversationLogger(settings.conversation_log_dir) \
-        if settings.log_conversations else None
+    from .web.playground import conversation_logger  # the log files, the traced-requests ring
+
+    logger = conversation_logger(settings)
     services = Services(settings=settings, registry=registry, plugin_manager=plugin_manager,
                         upstream=stack, executor=executor,
                         pipeline=Pipeline(registry, stack, executor, settings.upstream_timeout,
@@ -182,7 +184,7 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
                         conversation_logger=logger, local_model=local, base_url=base_url,
                         gateway=gateway, store=store, cache=cache, router=router)
 
-    app = Flask("optillm")
+    app = Flask("optillm", static_folder=None)  # no dead /static route (web/static has its own)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions["optillm"] = services
@@ -193,6 +195,15 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
     app.register_blueprint(bp)
     app.register_blueprint(responses_bp)
     app.register_blueprint(observability_bp)  # GET /stats, GET /metrics
+    from .web import docs, playground
+
+    docs.register(app)  # GET /openapi.json, /docs/ (Swagger UI)
+    playground.register(app)  # GET /, /playground, /playground/logs, /v1/optillm/...
+    if settings.cors_origins:  # --cors-allow-origins; off by default
+        from flask_cors import CORS
+
+        CORS(app, origins=settings.cors_origins, expose_headers=CORS_EXPOSE, max_age=600,
+             always_send=False)  # no Origin, no CORS headers
     register_error_handlers(app)
     atexit.register(services.close)
     return app

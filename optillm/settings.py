@@ -65,6 +65,7 @@ class Settings:
     upstream_timeout: float = 600.0
     upstream_retries: int = 2
     keepalive_interval: float = 5.0
+    cors_allow_origins: str = ""
     openai_api_key: str | None = None
     azure_api_key: str | None = None
     azure_api_version: str | None = None
@@ -84,6 +85,11 @@ class Settings:
         if value.lower() in ("all", "true", "1"):
             return True
         return tuple(v.strip() for v in value.split(",") if v.strip())
+
+    @property
+    def cors_origins(self) -> list[str]:
+        """``--cors-allow-origins`` as a list (``["*"]`` for any origin; empty: CORS off)."""
+        return [o.strip().rstrip("/") for o in self.cors_allow_origins.split(",") if o.strip()]
 
     @property
     def data_path(self) -> str:
@@ -230,4 +236,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--upstream-timeout", type=float, help="seconds before an upstream call times out (504)")
     add("--upstream-retries", type=int, help="retries of a failed upstream call")
     add("--keepalive-interval", type=float, help="seconds between SSE keep-alive comments")
+    add("--cors-allow-origins", help="browser origins allowed to call the proxy (CORS), "
+                                     "comma-separated, or '*' (default: none, CORS off)")
     return p

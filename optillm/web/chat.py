@@ -67,6 +67,10 @@ def _authenticate() -> None:
     key = services().settings.optillm_api_key
     if not key or request.path == "/health":
         return
+    # CORS preflights, and the web face's public pages (``optillm.web.docs.public``)
+    if request.method == "OPTIONS" or getattr(
+            current_app.view_functions.get(request.endpoint), "optillm_public", False):
+        return
     given = _client_key() or ""
     if not hmac.compare_digest(given.encode(), key.encode()):
         raise AuthenticationError("invalid or missing API key for this proxy; send "
