@@ -62,7 +62,8 @@ class Encoder(Protocol):
         """The opening events (chat: the role chunk; Responses: ``response.created``)."""
 
     def delta(self, text: str) -> Iterable[bytes]:
-        """A piece of choice 0's answer as it is generated."""
+        """A piece of choice 0's answer as it is generated: what the run handed to ``sink``,
+        as it is (text for approaches; a relay may hand whole ``Chunk`` values)."""
 
     def final(self, result: Any) -> Iterable[bytes]:
         """The finished ``PipelineResult`` (``.completion``, ``.sent``): what was not

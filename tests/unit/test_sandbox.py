@@ -1,6 +1,6 @@
-"""``optillm.toolkit.sandbox.run_python``: output capture, the limits (time, memory, output), and the
-security layers (no network, no writes outside the work directory, no processes, no secrets
-from the parent)."""
+"""``optillm.toolkit.sandbox.run_python``: output capture, the limits (time, memory, output),
+and the security layers (no network, no writes outside the work directory, no processes, no
+secrets from the parent)."""
 
 from __future__ import annotations
 
