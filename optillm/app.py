@@ -194,6 +194,9 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
 
     app.register_blueprint(bp)
     app.register_blueprint(responses_bp)
+    from .web.anthropic import bp as anthropic_bp  # POST /v1/messages (Anthropic's API)
+
+    app.register_blueprint(anthropic_bp)
     app.register_blueprint(observability_bp)  # GET /stats, GET /metrics
     from .web import docs, playground
 
