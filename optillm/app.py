@@ -106,6 +106,11 @@ def build_stack(settings: Settings, executor: BoundedExecutor, bottom: Upstream 
         stack = CachingUpstream(stack, cache)
     if settings.batch_mode:
         stack = BatchingUpstream(stack, executor, settings.batch_size, settings.batch_wait_ms)
+    if gateway is not None and gateway.cli_agents:  # cli/<name>: local command-line agents
+        from .upstream.cli_agent import CliAgentRouter, CliAgentUpstream
+
+        stack = CliAgentRouter(stack, ChoicesUpstream(CliAgentUpstream(gateway.cli_agents),
+                                                      executor))
     return RecordingUpstream(stack), router
 
 
@@ -149,6 +154,9 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
     option_defaults = load_option_defaults(settings.cepo_config)
     plugin_manager, registry = build_registry(settings.plugins_dir)
     install_profiles(plugin_manager, registry, gateway)  # profile/<name>; bad one: ConfigError
+    from .plan.cli_names import install as install_cli_names
+
+    install_cli_names(plugin_manager, gateway.cli_agents if gateway is not None else ())
     executor = BoundedExecutor(settings.max_parallel_calls)
     local = None
     base_url = settings.base_url

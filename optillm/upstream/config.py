@@ -22,6 +22,15 @@ Shape (LLMProxy's ``model_groups`` and ``general_settings``, Composite LLM's ``p
     profiles:
       fast-council: {strategy: council, members: [a, b], chairman: a, settings: {...}}
       my-moa: {strategy: moa, proposers: [a, b], aggregator: a}
+    cli_agents:                        # model cli/<name> (or composite/composer-cli/<name>)
+      coder:
+        command: [my-agent, --print]   # argv, run without a shell
+        timeout: 120                   # seconds (504 when exceeded)
+        workdir: ~/src/project         # default: a new temporary folder per call
+        input: stdin                   # stdin (a transcript), json (messages), or arg
+                                       # ({prompt} / {query} in command are replaced)
+        max_output_bytes: 1048576      # 502 when the agent prints more
+        env: {AGENT_MODE: fast}        # the agent's environment is PATH, HOME, LANG + these
 
 ``load_config(path, environ)`` validates it with ``jsonschema`` and raises ``ConfigError`` whose
 message names the file, the line and the field of the first problem. ``${VAR}`` reads
@@ -77,6 +86,23 @@ SCHEMA: dict[str, Any] = {
                 "cache_dir": {"type": "string"},
                 "host": {"type": "string"},
                 "port": {"type": "integer", "minimum": 0, "maximum": 65535},
+            },
+        },
+        "cli_agents": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["command"],
+                "properties": {
+                    "command": {"type": "array", "minItems": 1,
+                                "items": {"type": "string", "minLength": 1}},
+                    "timeout": {"type": "number", "exclusiveMinimum": 0},
+                    "workdir": {"type": "string", "minLength": 1},
+                    "input": {"enum": ["stdin", "json", "arg"]},
+                    "max_output_bytes": {"type": "integer", "minimum": 1},
+                    "env": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
             },
         },
         "profiles": {
@@ -146,11 +172,27 @@ class Profile:
 
 
 @dataclass(frozen=True)
+class CliAgent:
+    """A local command served as model ``cli/<name>`` (``optillm.upstream.cli_agent``).
+    ``env`` is the agent's whole environment (PATH, HOME, LANG of the server, PATH
+    ``os.defpath`` when it has none, then the configured variables)."""
+
+    name: str
+    command: tuple[str, ...]
+    timeout: float = 300.0
+    workdir: str | None = None
+    input: str = "stdin"
+    max_output_bytes: int = 1 << 20
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     model_groups: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
     general: GeneralSettings = GeneralSettings()
     profiles: dict[str, Profile] = field(default_factory=dict)
     path: str | None = None
+    cli_agents: dict[str, CliAgent] = field(default_factory=dict)
 
 
 def expand_vars(text: str, environ: Mapping[str, str]) -> str:
@@ -236,7 +278,24 @@ def parse_config(text: str, path: str = "<config>",
                                  aggregator=p.get("aggregator"),
                                  members=tuple(p.get("members") or ()),
                                  chairman=p.get("chairman"), settings=p.get("settings") or {})
-    return GatewayConfig(groups, general, profiles, path)
+    agents = {}
+    env = environ or {}  # the agents see PATH, HOME, LANG of the settings' environment
+    for name, a in (data.get("cli_agents") or {}).items():
+        if a.get("input") == "arg" and not any("{prompt}" in c or "{query}" in c
+                                               for c in a["command"]):
+            line = _line_of(root, ["cli_agents", name, "command"])
+            raise ConfigError(f"{path}: line {line}: cli_agents.{name}.command: 'input: arg' "
+                              f"needs a {{prompt}} or {{query}} argument")
+        base = {"PATH": os.defpath,
+                **{k: env[k] for k in ("PATH", "HOME", "LANG", "LC_ALL") if k in env}}
+        agents[name] = CliAgent(name=name, command=tuple(a["command"]),
+                                timeout=float(a.get("timeout", 300.0)),
+                                workdir=os.path.expanduser(a["workdir"])
+                                if a.get("workdir") else None,
+                                input=a.get("input", "stdin"),
+                                max_output_bytes=a.get("max_output_bytes", 1 << 20),
+                                env={**base, **(a.get("env") or {})})
+    return GatewayConfig(groups, general, profiles, path, agents)
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> GatewayConfig:
