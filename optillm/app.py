@@ -216,5 +216,8 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
         CORS(app, origins=settings.cors_origins, expose_headers=CORS_EXPOSE, max_age=600,
              always_send=False)  # no Origin, no CORS headers
     register_error_handlers(app)
+    from .web.limits import install as install_rate_limit  # --rate-limit, per client key
+
+    install_rate_limit(app, settings.rate_limit, store.redis_url)
     atexit.register(services.close)
     return app

@@ -64,6 +64,7 @@ class Settings:
     max_parallel_calls: int = 16
     upstream_timeout: float = 600.0
     upstream_retries: int = 2
+    rate_limit: str | None = None
     keepalive_interval: float = 5.0
     cors_allow_origins: str = ""
     openai_api_key: str | None = None
@@ -235,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-parallel-calls", type=int, help="concurrent upstream calls per process")
     add("--upstream-timeout", type=float, help="seconds before an upstream call times out (504)")
     add("--upstream-retries", type=int, help="retries of a failed upstream call")
+    add("--rate-limit", help="requests each client key may send, e.g. 60/minute (shared "
+                             "through --redis-url, else per process)")
     add("--keepalive-interval", type=float, help="seconds between SSE keep-alive comments")
     add("--cors-allow-origins", help="browser origins allowed to call the proxy (CORS), "
                                      "comma-separated, or '*' (default: none, CORS off)")
