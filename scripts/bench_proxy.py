@@ -536,6 +536,86 @@ def print_approaches(results: list[ApproachResult], latency_ms: float) -> None:
 # -- the run ----------------------------------------------------------------------------------
 
 
+# -- the fault phase (upstream faults the proxy must retry or map) ------------------------------
+
+#: (label, stub fault, stream, reps, what the client must get: status, or "error event").
+FAULTS = [
+    ("healthy", {"mode": "ok"}, False, 20, 200),
+    ("500 then 200", {"mode": "500", "every": 2}, False, 20, 200),
+    ("503 then 200", {"mode": "503", "every": 2}, False, 20, 200),
+    ("dropped connection then 200", {"mode": "cut", "every": 2}, False, 20, 200),
+    ("429 Retry-After 0.2 s then 200", {"mode": "429", "every": 2, "retry_after": 0.2},
+     False, 5, 200),
+    ("429 Retry-After 0.3 s, always", {"mode": "429", "retry_after": 0.3}, False, 3, 429),
+    ("429 Retry-After 120 s (over the cap)", {"mode": "429", "retry_after": 120}, False, 5,
+     429),
+    ("500, always", {"mode": "500"}, False, 5, 502),
+    ("200 with broken JSON", {"mode": "malformed"}, False, 10, 502),
+    ("no answer (hang) past --upstream-timeout 1", {"mode": "hang", "hang_s": 5}, False, 2,
+     504),
+    ("stream 502 then 200", {"mode": "502", "every": 2}, True, 10, 200),
+    ("stream cut midway", {"mode": "cut"}, True, 10, "error event"),
+]
+
+
+def fault_call(port: int, stream: bool) -> tuple[int, str | None, bytes, float]:
+    """One chat request on a fresh connection: (status, Retry-After, body, seconds)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        start = time.perf_counter()
+        conn.request("POST", "/v1/chat/completions", chat_body(stream=stream), HEADERS)
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, resp.getheader("Retry-After"), data, time.perf_counter() - start
+    finally:
+        conn.close()
+
+
+def run_faults(args: argparse.Namespace, stack: contextlib.ExitStack,
+               errors: ErrorLog) -> None:
+    """The fault phase: a stub with scripted faults (``FAULTS``) under the proxy (default
+    ``--upstream-retries 2``, ``--upstream-timeout 1``); per fault, what the client got, the
+    upstream calls per request and the latency added over the healthy case."""
+    log("fault phase: scripted upstream faults...")
+    stub = stack.enter_context(stub_upstream.start_subprocess(latency_ms=0))
+    env = {**proxy_env(stub.url), "OPTILLM_UPSTREAM_TIMEOUT": "1"}
+    proxy = start_gunicorn(env, log_prefix="bench-faults-")
+    stack.callback(proxy.stop)
+    port = int(urllib.parse.urlsplit(proxy.url).port)
+    print("\n### Upstream faults (passthrough, --upstream-retries 2, --upstream-timeout 1)\n")
+    print("| upstream fault | client got | expected | upstream calls / request | "
+          "Retry-After | p50 ms | added p50 ms |")
+    print("|---|---|---|---:|---|---:|---:|")
+    for _ in range(5):  # warm-up: the workers' first requests import and connect
+        fault_call(port, False)
+    healthy_p50 = None
+    for label, fault, stream, reps, expected in FAULTS:
+        reps = max(1, reps // 2) if args.quick else reps
+        stub.fail(**fault)
+        stub.reset()
+        got, waits, times = [], set(), []
+        for _ in range(reps):
+            status, wait, data, elapsed = fault_call(port, stream)
+            broke = stream and status == 200 and b'data: {"error"' in data
+            got.append("error event" if broke else status)
+            waits.add(wait)
+            times.append(elapsed)
+        calls = stub.stats()["chat_calls"] / reps
+        stub.fail("ok")
+        p50 = statistics.median(times) * 1000
+        healthy_p50 = p50 if healthy_p50 is None else healthy_p50
+        outcome = ", ".join(f"{n} x {k}" for k, n in sorted(
+            {g: got.count(g) for g in got}.items(), key=lambda kv: str(kv[0])))
+        if any(g != expected for g in got):
+            errors.add(f"fault {label!r}", f"expected {expected}, got {outcome}")
+        shown = ", ".join(sorted(w for w in waits if w)) or "-"
+        print(f"| {label} | {outcome} | {expected} | {calls:.1f} | {shown} | {p50:.1f} | "
+              f"{p50 - healthy_p50:+.1f} |")
+    sys.stdout.flush()
+    proxy.stop()
+    stub.stop()
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer requests, shorter phases")
@@ -549,6 +629,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "--all-approaches)")
     p.add_argument("--all-approaches", action="store_true",
                    help="time every built-in approach, not only bon/moa/self_consistency")
+    p.add_argument("--faults-only", action="store_true",
+                   help="only the fault phase (scripted upstream faults, see run_faults)")
     p.add_argument("--approaches-only", action="store_true",
                    help="skip the passthrough latency and throughput phases")
     args = p.parse_args(argv)
@@ -585,8 +667,11 @@ def install_signal_handlers(time_limit: float) -> None:
 
 
 def run(args: argparse.Namespace, stack: contextlib.ExitStack, errors: ErrorLog) -> None:
+    if args.faults_only:
+        return run_faults(args, stack, errors)
     if not args.approaches_only:
         run_passthrough(args, stack, errors)
+        run_faults(args, stack, errors)
     log(f"starting a {args.approach_latency_ms:g} ms stub and a proxy over it...")
     slow = stack.enter_context(stub_upstream.start_subprocess(
         latency_ms=args.approach_latency_ms))
