@@ -56,6 +56,7 @@ class Services:
     store: LazyStore | None = None
     cache: Any = None    # optillm.upstream.cache.ResponseCache when caching is on
     router: Any = None   # optillm.upstream.router.RouterUpstream with model groups
+    answers: Any = None  # optillm.plan.answer_cache.AnswerCache: the pipeline, answers cached
 
     def close(self) -> None:
         self.executor.shutdown()
@@ -192,6 +193,9 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
                         conversation_logger=logger, local_model=local, base_url=base_url,
                         gateway=gateway, store=store, cache=cache, router=router)
 
+    from .plan.answer_cache import AnswerCache
+
+    services.answers = AnswerCache(services.pipeline, cache)  # the cache's approach answers
     app = Flask("optillm", static_folder=None)  # no dead /static route (web/static has its own)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False

@@ -1,4 +1,5 @@
-"""Typed values that travel through the proxy: requests, messages, completions, chunks, usage.
+"""Typed values that travel through the proxy: requests, messages, completions, chunks, usage,
+and the ``Plan`` a request runs.
 
 JSON dicts exist only at the edges (``from_body`` / ``to_dict``). Request fields we do not model
 are kept in ``ChatRequest.params`` and passed to the upstream unchanged, so ``tools``,
@@ -295,3 +296,31 @@ class Chunk:
             if c.get("index", 0) == 0:
                 return (c.get("delta") or {}).get("content") or ""
         return ""
+
+
+#: A plan's operators: one approach, a chain (``a&b``), branches (``a|b``).
+SINGLE, SEQUENCE, PARALLEL = "single", "sequence", "parallel"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run for a request (decided by ``optillm.plan.planner``).
+
+    ``op`` is ``SINGLE``, ``SEQUENCE`` or ``PARALLEL``; ``slugs`` the approaches (one entry
+    for ``SINGLE``); ``model`` the upstream's model. ``options`` carries values a model-name
+    form implies (``x-wait-6`` -> ``{"wait_rounds": 6}``); request body fields override them.
+    """
+
+    op: str
+    slugs: tuple[str, ...]
+    model: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_passthrough(self) -> bool:
+        return self.op == SINGLE and self.slugs == ("none",)
+
+    @property
+    def label(self) -> str:
+        joiner = "&" if self.op == SEQUENCE else "|"
+        return joiner.join(self.slugs)

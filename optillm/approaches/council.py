@@ -16,7 +16,7 @@ After karpathy/llm-council (as adapted by Composite LLM's ``CouncilStrategy``):
 
 The choice carries ``council_metadata``: each member's model, temperature, answer and parsed
 ranking, and the aggregate ranking (best first). Model names: ``council-<model>`` and
-``council/<model>`` (``parse_model`` below). Calls: 2 x members + 1, three deep.
+``council/<model>`` (``optillm.plan.model_names``). Calls: 2 x members + 1, three deep.
 
 Options (request body): ``council_models`` (list of model names, 1-12), ``council_temperatures``
 (list of numbers 0-2; one per member, or one for all), ``chairman_model`` (model name).
@@ -31,9 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..toolkit.context import Answer, RunContext
-from ..errors import BadRequestError
-from ..hookspecs import hookimpl
-from ..plan.planner import SINGLE, Plan
 
 SLUG = "council"
 STREAMS = True
@@ -41,7 +38,6 @@ STREAMS = True
 MAX_MEMBERS = 12
 DEFAULT_TEMPERATURES = (0.3, 0.7, 1.0)
 LABELS = string.ascii_uppercase
-PREFIX = "council/"
 
 
 @dataclass(frozen=True)
@@ -82,19 +78,6 @@ class Member:
     label: str
     model: str
     temperature: float | None
-
-
-@hookimpl
-def parse_model(model, registry):
-    """``council/<model>`` -> ``council`` on ``<model>`` (``council-<model>`` is the prefix
-    form). Raises ``BadRequestError`` for ``council/`` without a model."""
-    if not model.startswith(PREFIX) or SLUG not in registry:
-        return None
-    base = model[len(PREFIX):]
-    if not base.strip():
-        raise BadRequestError(f"model {model!r} names no base model after {PREFIX!r}",
-                              param="model")
-    return Plan(SINGLE, (SLUG,), base)
 
 
 def members(ctx: RunContext) -> list[Member]:

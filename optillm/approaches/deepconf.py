@@ -248,7 +248,7 @@ def _sample(ctx: RunContext, n: int, k: int, temperature: float) -> tuple[list[T
 
     Raises: CapabilityError when the upstream refuses or omits logprobs.
     """
-    if ctx.upstream.capabilities.logprobs is False:
+    if ctx.capabilities.logprobs is False:
         raise _no_logprobs("it said so")
     try:
         completion = ctx.complete(n=n, answer=True, logprobs=True, top_logprobs=k,

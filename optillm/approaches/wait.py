@@ -22,9 +22,10 @@ The content is always::
 
     {the final answer}
 
-Usage is the sum over all N+1 calls. Model-name form: ``<model>-wait-N`` (``parse_model``
-below), e.g. ``qwen-wait-6`` -> ``wait`` on ``qwen`` with ``wait_rounds=6``; a body
-``wait_rounds`` overrides N, and the prefix form ``wait-qwen`` takes it from the body.
+Usage is the sum over all N+1 calls. Model-name form: ``<model>-wait-N``
+(``optillm.plan.model_names``), e.g. ``qwen-wait-6`` -> ``wait`` on ``qwen`` with
+``wait_rounds=6``; a body ``wait_rounds`` overrides N, and the prefix form ``wait-qwen``
+takes it from the body.
 
 Options (request body): ``wait_rounds`` (int, 1-20, default 3), ``wait_mode`` (``"chat"`` or
 ``"continue"``).
@@ -32,14 +33,11 @@ Options (request body): ``wait_rounds`` (int, 1-20, default 3), ``wait_mode`` (`
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from ..errors import CapabilityError
 from ..options import opt
 from ..toolkit.context import Answer, RunContext
-from ..errors import BadRequestError, CapabilityError
-from ..hookspecs import hookimpl
-from ..plan.planner import SINGLE, Plan, parse_prefix
 from ..types import Message
 
 SLUG = "wait"
@@ -52,43 +50,11 @@ WAIT_WORD = "Wait"
 OPEN_TAG, CLOSE_TAG = "<test-time-compute>", "</test-time-compute>"
 MODES = ("chat", "continue")
 
-_SUFFIX = re.compile(r"^(?P<base>.+)-wait-(?P<rounds>[0-9]+)$")
-
 
 @dataclass(frozen=True)
 class Options:
     wait_rounds: int = opt(3, ge=1, le=MAX_ROUNDS)
     wait_mode: str = opt("chat", choices=MODES)
-
-
-@hookimpl
-def parse_model(model, registry):
-    """``<model>-wait-N`` -> ``Plan(SINGLE, ("wait",), model, {"wait_rounds": N})``.
-
-    Only a numeric N counts (``foo-wait-x`` stays a model name). ``wait-<model>-wait-N`` is
-    the same plan.
-
-    Raises: ``BadRequestError`` when N is outside 1..20, or the name also carries another
-    approach prefix (``moa-gpt-4o-wait-3``), which has no defined meaning.
-    """
-    match = _SUFFIX.match(model)
-    if match is None or SLUG not in registry:
-        return None
-    base, digits = match.group("base"), match.group("rounds")
-    rounds = int(digits) if len(digits) < 10 else 10 ** 10  # no 5,000-digit int() here
-    if not 1 <= rounds <= MAX_ROUNDS:
-        raise BadRequestError(f"model {model!r}: the -wait-N suffix takes 1 to {MAX_ROUNDS} "
-                              f"rounds, got {digits[:12]}", param="model",
-                              code="integer_out_of_range")
-    prefixed = parse_prefix(base, registry)
-    if prefixed is not None:
-        if prefixed.slugs != (SLUG,):
-            raise BadRequestError(f"model {model!r}: the -wait-N suffix cannot be combined "
-                                  f"with another approach ({prefixed.label!r}); use either "
-                                  f"'{base}' or '{prefixed.model}-wait-{rounds}'",
-                                  param="model")
-        base = prefixed.model
-    return Plan(SINGLE, (SLUG,), base, {"wait_rounds": rounds})
 
 
 def render(earlier: list[str], final: str) -> str:
@@ -122,7 +88,7 @@ def run_continue(ctx: RunContext) -> Answer:
     """s1 budget forcing on one text trace: generate; then N times append "Wait" where the
     model stopped and continue the same trace."""
     try:
-        trace = ctx.upstream.apply_template(ctx.messages, ctx.model, ctx.meta)
+        trace = ctx.apply_template()
     except CapabilityError as exc:
         raise CapabilityError(f"wait_mode 'continue' needs an upstream that renders chat "
                               f"templates and serves text completions: {exc.message}",

@@ -14,8 +14,8 @@ import inspect
 from typing import Any
 
 from ..toolkit.context import Answer, RunContext
-from .registry import Approach
 from ..types import Message
+from .registry import Approach
 
 
 class _Completions:
@@ -35,9 +35,7 @@ class _Completions:
         request = request.with_params(**params)
         if model:
             request = request.replace(model=model)
-        ctx._check()
-        completion = ctx.upstream.complete(request, ctx.meta)
-        ctx.add_usage(completion.usage)
+        completion = ctx.complete_request(request)
         data = completion.to_dict()
         if not stream:
             return ChatCompletion.model_validate(data)

@@ -25,40 +25,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BadRequestError, NotFoundError
 from ..hookspecs import hookimpl
+from ..types import PARALLEL, SEQUENCE, SINGLE, Message, Plan
 from .registry import Registry
-from ..types import Message
 
-SINGLE, SEQUENCE, PARALLEL = "single", "sequence", "parallel"
+__all__ = ["AUTO", "PARALLEL", "SEQUENCE", "SINGLE", "Plan", "PrefixParser", "extract_tag",
+           "parse_plan", "parse_prefix", "plan_for_model", "split_slugs"]
+
 AUTO = "auto"
 _TAG = re.compile(r"<optillm_approach>\s*(.*?)\s*</optillm_approach>", re.DOTALL)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What to run. ``slugs`` has one entry for ``single``; ``model`` is the upstream's model.
-
-    ``options`` carries values a model-name form implies (``x-wait-6`` -> ``{"wait_rounds": 6}``);
-    request body fields override them.
-    """
-
-    op: str
-    slugs: tuple[str, ...]
-    model: str
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def is_passthrough(self) -> bool:
-        return self.op == SINGLE and self.slugs == ("none",)
-
-    @property
-    def label(self) -> str:
-        joiner = "&" if self.op == SEQUENCE else "|"
-        return joiner.join(self.slugs)
 
 
 def split_slugs(spec: str) -> tuple[str, tuple[str, ...]]:

@@ -1,13 +1,10 @@
-"""Composite LLM's model names: ``composite/<strategy>/<model>`` and ``profile/<name>``.
+"""Composite LLM's profiles as model names: ``profile/<name>`` (also
+``composite/profile/<name>``) runs a profile of the ``--config`` file.
 
-After Composite LLM (its strategies exposed as model names, its YAML profiles holding the
-topology). Both forms only choose a plan; the strategies are ordinary approaches.
-
-``composite/<strategy>/<model>``: the approach ``<strategy>`` (``moa``, ``council`` or any
-registered slug; ``a&b`` and ``a|b`` combine them as in the prefix form) on ``<model>``, which
-may contain slashes (``composite/council/cerebras/llama-3.3-70b``). Unknown strategy: 404.
-
-``profile/<name>`` (also ``composite/profile/<name>``): a profile of the ``--config`` file::
+After Composite LLM (its YAML profiles holding the topology of a strategy). A profile only
+chooses a plan; the strategies are ordinary approaches. (``composite/<strategy>/<model>`` and
+the 404 for ``profile/<name>`` without profiles are in ``optillm.plan.model_names``.)
+Profiles in the config::
 
     profiles:
       fast-council: {strategy: council, members: [a, b], chairman: a}
@@ -23,8 +20,7 @@ option. An unknown name is a 404 naming the known profiles.
 Profiles are per app: ``install(plugin_manager, registry, config)`` (called by ``create_app``)
 checks every profile against the registry, so a bad profile stops start-up with a
 ``ConfigError`` naming it, and registers a ``ProfileParser`` holding them with the app's plugin
-manager. This module's own ``parse_model`` serves ``composite/<strategy>/<model>`` and answers
-``profile/<name>`` with a 404 when no profiles are configured.
+manager, where it answers before every other model-name form.
 """
 
 from __future__ import annotations
@@ -34,13 +30,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import BadRequestError, NotFoundError
-from ..upstream.config import ConfigError, Profile
 from ..hookspecs import hookimpl
-from .planner import Plan, split_slugs
+from ..types import Plan
+from ..upstream.config import ConfigError, Profile
+from .model_names import profile_name
+from .planner import split_slugs
 from .registry import Registry
 
-COMPOSITE = "composite/"
-PROFILE = "profile/"
 PLUGIN_NAME = "optillm.profiles"
 
 #: Profile topology fields -> (the approach that reads them, its option).
@@ -50,44 +46,8 @@ TOPOLOGY = {"members": ("council", "council_models"),
             "aggregator": ("moa", "moa_aggregator")}
 
 
-def profile_name(model: str) -> str | None:
-    """The name in ``profile/<name>`` or ``composite/profile/<name>``, else None."""
-    for prefix in (PROFILE, COMPOSITE + PROFILE):
-        if model.startswith(prefix):
-            return model[len(prefix):]
-    return None
-
-
 def _unknown_slugs(slugs: tuple[str, ...], registry: Registry) -> list[str]:
     return [s for s in slugs if s not in registry]
-
-
-@hookimpl
-def parse_model(model, registry):
-    """``composite/<strategy>/<model>`` -> the strategy's plan on ``<model>``; ``profile/<name>``
-    when no ``ProfileParser`` answered -> 404 (no profiles configured).
-
-    Raises: NotFoundError (unknown strategy; no profiles), BadRequestError (no strategy or no
-    model after ``composite/``).
-    """
-    name = profile_name(model)
-    if name is not None:
-        raise NotFoundError(f"unknown profile {name!r}: no profiles are configured (the "
-                            f"'profiles' section of --config)", param="model",
-                            code="profile_not_found")
-    if not model.startswith(COMPOSITE):
-        return None
-    strategy, _, base = model[len(COMPOSITE):].partition("/")
-    if not strategy.strip() or not base.strip():
-        raise BadRequestError(f"model {model!r}: expected 'composite/<strategy>/<model>'",
-                              param="model")
-    op, slugs = split_slugs(strategy)
-    unknown = _unknown_slugs(slugs, registry)
-    if unknown:
-        raise NotFoundError(f"unknown strategy {unknown[0]!r} in model {model!r}; known "
-                            f"approaches: {', '.join(registry)}", param="model",
-                            code="approach_not_found")
-    return Plan(op, slugs, base)
 
 
 def profile_plan(profile: Profile, registry: Registry) -> Plan:

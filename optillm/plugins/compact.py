@@ -1,8 +1,8 @@
 """``compact``: summarise the older turns of a conversation that nears the context limit, then
 answer on the compacted conversation.
 
-The conversation is measured in tokens: exactly by llama-server's ``POST /tokenize`` (beside
-``/v1`` on the upstream's URL) where the upstream answers it, else by a local *estimate* that
+The conversation is measured in tokens: exactly by the upstream (``ctx.count_tokens``:
+llama-server's ``POST /tokenize``) where it can count, else by a local *estimate* that
 needs no download: characters / 4 plus 4 per message (OpenAI's rule of thumb; off by tens of
 per cent on code or non-English text). When the total is at most ``compact_max_tokens`` the
 conversation goes upstream unchanged. Otherwise the messages before the last
@@ -24,19 +24,16 @@ default 512).
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..errors import OptillmError
 from ..options import opt
 from ..toolkit.context import Answer, RunContext
 from ..types import Completion, Message
 
 SLUG = "compact"
 STREAMS = True
-TOKENIZE_TIMEOUT = 2.0
 PER_MESSAGE_TOKENS = 4
 
 
@@ -52,51 +49,15 @@ def estimate_tokens(messages: Sequence[Message]) -> int:
     return sum(-(-len(m.text) // 4) + PER_MESSAGE_TOKENS for m in messages)
 
 
-def upstream_root(upstream) -> tuple[str | None, str | None]:
-    """``(root URL, api key)`` of the HTTP upstream under the wrappers (``.inner``), or
-    ``(None, None)`` for one without a single base URL (the gateway, a fake)."""
-    seen = 0
-    while upstream is not None and seen < 20:
-        base = getattr(upstream, "base_url", None)
-        if isinstance(base, str) and base:
-            base = base.rstrip("/")
-            root = base[:-3] if base.endswith("/v1") else base
-            return root, getattr(upstream, "api_key", None)
-        upstream = getattr(upstream, "inner", None)
-        seen += 1
-    return None, None
-
-
-def tokenize_count(root: str, api_key: str | None, messages: Sequence[Message]) -> int | None:
-    """Tokens of the messages by ``POST {root}/tokenize`` (llama-server), plus the
-    per-message overhead; None when the endpoint is missing, slow or answers garbage."""
-    if "openai.com" in root or "azure" in root:
-        return None  # hosted APIs have no /tokenize; do not send them a request that 404s
-    text = "\n".join(m.text for m in messages)
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    req = urllib.request.Request(f"{root}/tokenize", data=json.dumps({"content": text}).encode(),
-                                 headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=TOKENIZE_TIMEOUT) as resp:
-            data = json.loads(resp.read(5_000_000))
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-    tokens = data.get("tokens") if isinstance(data, dict) else None
-    if not isinstance(tokens, list):
-        return None
-    return len(tokens) + PER_MESSAGE_TOKENS * len(messages)
-
-
 def count_tokens(ctx: RunContext, messages: Sequence[Message]) -> tuple[int, str]:
-    """``(tokens, "tokenize" | "estimate")``."""
-    root, key = upstream_root(ctx.upstream)
-    if root is not None:
-        exact = tokenize_count(root, key, messages)
-        if exact is not None:
-            return exact, "tokenize"
-    return estimate_tokens(messages), "estimate"
+    """``(tokens, "tokenize" | "estimate")``: the upstream's count of the messages' texts
+    (joined by newlines) plus the per-message overhead; ``estimate_tokens`` when the upstream
+    cannot count (``CapabilityError``) or the count failed (unreachable, timed out, refused)."""
+    try:
+        exact = ctx.count_tokens("\n".join(m.text for m in messages))
+    except OptillmError:
+        return estimate_tokens(messages), "estimate"
+    return exact + PER_MESSAGE_TOKENS * len(messages), "tokenize"
 
 
 def split_turns(messages: Sequence[Message], keep_turns: int

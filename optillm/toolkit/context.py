@@ -10,6 +10,12 @@ parameters, the approach's typed ``options``, and the calls an approach makes:
 - ``stream(messages, **params) -> TraceStream``: a streamed call the approach may cut short.
 - ``complete_text(prompt, **params) -> Completion``: a raw text completion (no chat template).
 - ``emit(text)``: send the start of the answer to a streaming client now.
+- ``apply_template(messages) -> str``, ``count_tokens(text) -> int``, ``capabilities``: what
+  the upstream can tell about the model (its chat template, its tokenizer, what it serves).
+
+The upstream stack, the call's ``CallMeta`` (the client's key) and the executor are private
+(``RunContext._wiring``): an approach reaches the upstream only through these methods, so
+every call is checked (cancellation, deadline, budget), counted and logged.
 
 Every call's usage is added up here (``ctx.usage``); approaches never count tokens. A
 request's ``Budget`` (body fields ``max_total_tokens`` and ``max_upstream_calls``) is shared by
@@ -34,7 +40,9 @@ from ..concurrency import BoundedExecutor
 from ..errors import BadRequestError, OptillmError, UpstreamTimeoutError
 from ..settings import Settings
 from ..types import ChatRequest, Choice, Completion, Message, Usage
-from ..upstream.base import CallMeta, Upstream
+from ..upstream.base import CallMeta, Capabilities, Upstream
+from .budget import Budget, BudgetExhausted  # noqa: F401 - re-exported for approaches
+from .trace import TraceStream
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -70,83 +78,21 @@ class Answer:
     logprobs: Any = None
 
 
-class BudgetExhausted(OptillmError):
-    """The request's budget (``max_total_tokens`` / ``max_upstream_calls``) is spent. An
-    approach that can answer with what it has catches it; otherwise it reaches the client as
-    a 400 with code ``budget_exceeded``."""
-
-    status = 400
-    type = "invalid_request_error"
-    code = "budget_exceeded"
-
-
-class Budget:
-    """A per-request bound on upstream work, shared by every ``RunContext`` of the request.
-
-    ``max_total_tokens`` bounds prompt + completion tokens summed over every upstream call;
-    ``max_upstream_calls`` bounds their number (a call with ``n`` counts once). None means
-    unbounded. Thread-safe; one per request, never shared between requests.
-    """
-
-    def __init__(self, max_total_tokens: int | None = None,
-                 max_upstream_calls: int | None = None):
-        self.max_total_tokens = max_total_tokens
-        self.max_upstream_calls = max_upstream_calls
-        self._lock = threading.Lock()
-        self.tokens = 0
-        self.calls = 0
-        self.stopped_early = False
-
-    @property
-    def bounded(self) -> bool:
-        return self.max_total_tokens is not None or self.max_upstream_calls is not None
-
-    def spend(self, usage: Usage, calls: int = 1) -> None:
-        with self._lock:
-            self.tokens += usage.total_tokens
-            self.calls += calls
-
-    @property
-    def exhausted(self) -> bool:
-        """True once either bound is reached."""
-        return ((self.max_total_tokens is not None and self.tokens >= self.max_total_tokens)
-                or (self.max_upstream_calls is not None
-                    and self.calls >= self.max_upstream_calls))
-
-    @property
-    def tokens_left(self) -> int | None:
-        if self.max_total_tokens is None:
-            return None
-        return max(0, self.max_total_tokens - self.tokens)
-
-    @property
-    def calls_left(self) -> int | None:
-        if self.max_upstream_calls is None:
-            return None
-        return max(0, self.max_upstream_calls - self.calls)
-
-    def check(self, slug: str) -> None:
-        """Raises: BudgetExhausted (and marks the run as stopped early) once spent."""
-        if self.exhausted:
-            self.stopped_early = True
-            raise BudgetExhausted(
-                f"approach {slug!r} spent the request's budget "
-                f"({self.tokens} of {self.max_total_tokens} tokens, {self.calls} of "
-                f"{self.max_upstream_calls} calls)")
-
-    def report(self) -> dict[str, Any]:
-        """``{"max_total_tokens", "max_upstream_calls", "tokens", "calls", "stopped_early"}``."""
-        return {"max_total_tokens": self.max_total_tokens,
-                "max_upstream_calls": self.max_upstream_calls,
-                "tokens": self.tokens, "calls": self.calls,
-                "stopped_early": self.stopped_early}
-
-
 class Cancelled(OptillmError):
     """The client went away; the approach stops at its next upstream call."""
 
     status = 499
     type = "client_closed_request"
+
+
+@dataclass(frozen=True)
+class _Wiring:
+    """What the pipeline hands a context and no algorithm touches: the upstream stack, the
+    request's ``CallMeta`` (its id, the client's key, the call log) and the executor."""
+
+    upstream: Upstream
+    meta: CallMeta
+    executor: BoundedExecutor
 
 
 class RunContext:
@@ -168,9 +114,7 @@ class RunContext:
                                             if k in SAMPLING_PARAMS}
         self.options = options
         self.slug = slug
-        self.meta = meta
-        self.upstream = upstream
-        self.executor = executor
+        self._wiring = _Wiring(upstream, meta, executor)
         self.deadline = deadline
         self.max_calls = max_calls
         self.budget = budget or Budget()
@@ -294,12 +238,21 @@ class RunContext:
 
         Raises: the ``optillm.errors`` types of the upstream stack; ``Cancelled``.
         """
-        self._check()
         request = self.build_request(messages, n=n, answer=answer or final, model=model,
                                      **params)
         if final and n == 1 and self._sink is not None and self.streamed_text is None:
+            self._check()
             return self._complete_streamed(request)
-        completion = self.upstream.complete(request, self.meta)
+        return self.complete_request(request)
+
+    def complete_request(self, request: ChatRequest) -> Completion:
+        """One upstream call of a whole ``request`` (made with ``build_request``, say); its
+        usage is added to ``ctx.usage``. Never streamed to the client.
+
+        Raises: the ``optillm.errors`` types of the upstream stack; ``Cancelled``.
+        """
+        self._check()
+        completion = self._wiring.upstream.complete(request, self._wiring.meta)
         self.add_usage(completion.usage)
         return completion
 
@@ -309,7 +262,7 @@ class RunContext:
         finish = "stop"
         logprobs: list = []
         self.streamed_text = ""
-        chunks = self.upstream.stream(request, self.meta)
+        chunks = self._wiring.upstream.stream(request, self._wiring.meta)
         try:
             for chunk in chunks:
                 if chunk.usage is not None:
@@ -351,7 +304,8 @@ class RunContext:
                 merged.pop(k, None)
             else:
                 merged[k] = v
-        completion = self.upstream.complete_text(prompt, model or self.model, merged, self.meta)
+        completion = self._wiring.upstream.complete_text(prompt, model or self.model, merged,
+                                                         self._wiring.meta)
         self.add_usage(completion.usage)
         return completion
 
@@ -366,7 +320,8 @@ class RunContext:
         """
         self._check()
         request = self.build_request(messages, answer=answer, **params)
-        return TraceStream(self, self.upstream.stream(request, self.meta), prompt_tokens)
+        return TraceStream(self, self._wiring.upstream.stream(request, self._wiring.meta),
+                           prompt_tokens)
 
     def sample(self, k: int, messages: Iterable[Message] | None = None, *,
                answer: bool = True, **params: Any) -> list[str]:
@@ -397,67 +352,32 @@ class RunContext:
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``[fn(x) for x in items]`` concurrently on the app's bounded executor."""
-        return self.executor.map(fn, items)
+        return self._wiring.executor.map(fn, items)
 
-
-class TraceStream:
-    """A streamed call under an approach's control (see ``RunContext.stream``).
-
-    Iterating yields ``Chunk`` values; ``text``, ``logprobs`` (the token entries received so
-    far), ``finish_reason`` and ``cut`` (closed before the upstream finished) describe it.
-    """
-
-    def __init__(self, ctx: RunContext, chunks, prompt_tokens: int | None):
-        self._ctx = ctx
-        self._chunks = chunks
-        self._prompt_tokens = prompt_tokens
-        self._parts: list[str] = []
-        self.logprobs: list[dict[str, Any]] = []
-        self.usage: Usage | None = None
-        self.finish_reason: str | None = None
-        self._content_chunks = 0
-        self._closed = False
+    # -- what the upstream knows about the model --------------------------------------------
 
     @property
-    def text(self) -> str:
-        return "".join(self._parts)
+    def capabilities(self) -> Capabilities:
+        """What the upstream serves (``n``, ``logprobs``, ...; None: not known yet)."""
+        return self._wiring.upstream.capabilities
 
-    @property
-    def cut(self) -> bool:
-        return self._closed and self.finish_reason is None
+    def apply_template(self, messages: Iterable[Message] | None = None, *,
+                       model: str | None = None) -> str:
+        """``messages`` (default: the conversation) rendered with ``model``'s (default: the
+        base model's) chat template as one raw prompt, ending with the generation prompt.
 
-    def __iter__(self):
-        for chunk in self._chunks:
-            if chunk.usage is not None:
-                self.usage = chunk.usage
-            for c in chunk.choices:
-                if c.get("finish_reason"):
-                    self.finish_reason = c["finish_reason"]
-                entries = (c.get("logprobs") or {}).get("content")
-                if entries:
-                    self.logprobs.extend(entries)
-            text = chunk.content
-            if text:
-                self._parts.append(text)
-                self._content_chunks += 1
-            yield chunk
+        Raises: ``CapabilityError`` when the upstream cannot render templates; ``Cancelled``.
+        """
+        self._check()
+        msgs = list(self.messages if messages is None else messages)
+        return self._wiring.upstream.apply_template(msgs, model or self.model,
+                                                    self._wiring.meta)
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        close = getattr(self._chunks, "close", None)
-        if close:
-            close()
-        usage = self.usage
-        if usage is None:
-            generated = len(self.logprobs) if self.logprobs else self._content_chunks
-            usage = Usage(self._prompt_tokens or 0, generated)
-        self.usage = usage
-        self._ctx.add_usage(usage)
+    def count_tokens(self, text: str, *, model: str | None = None) -> int:
+        """How many tokens ``text`` is in ``model``'s (default: the base model's) tokenizer,
+        counted by the upstream (llama-server's ``POST /tokenize``). Costs no budget.
 
-    def __enter__(self) -> TraceStream:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        Raises: ``CapabilityError`` when the upstream cannot count tokens (an approach that
+        can do with an estimate catches it); the ``optillm.errors`` types of a failed call.
+        """
+        return self._wiring.upstream.count_tokens(text, model or self.model, self._wiring.meta)

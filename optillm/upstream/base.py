@@ -12,8 +12,10 @@
   prompt (``/v1/completions``), for approaches that continue a trace (s1 budget forcing).
 - ``apply_template(messages, model, meta) -> str``: the chat rendered as the model's raw
   prompt, generation prompt included (llama-server's ``POST /apply-template``).
+- ``count_tokens(text, model, meta) -> int``: how many tokens ``text`` is in the model's
+  tokenizer (llama-server's ``POST /tokenize``).
 
-The last two are optional: the base class raises ``CapabilityError`` (a 400 naming what is
+The last three are optional: the base class raises ``CapabilityError`` (a 400 naming what is
 missing), which is what an upstream without them answers.
 
 Wrappers (logging, batching, ...) subclass ``UpstreamWrapper`` and are composed once in
@@ -49,13 +51,19 @@ NO_META = CallMeta()
 
 @dataclass
 class RawResponse:
-    """An upstream HTTP answer, unparsed. ``chunks`` yields the body; ``close()`` releases it."""
+    """An upstream HTTP answer, unparsed. ``chunks`` yields the body; ``close()`` releases it.
+
+    ``cache`` is ``"hit"`` or ``"miss"`` when the stack's cache layer handled the call
+    (``optillm.upstream.cache.CachingUpstream``), else None; the face sends it to the client
+    as ``X-Optillm-Cache``. A wrapper that rebuilds a response keeps it.
+    """
 
     status: int
     content_type: str
     chunks: Iterator[bytes]
     close: Callable[[], None] = lambda: None
     headers: Mapping[str, str] = field(default_factory=dict)
+    cache: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,7 @@ class Capabilities:
     logprobs: bool | None = None
     text_completions: bool | None = None
     chat_template: bool | None = None
+    tokenize: bool | None = None
 
 
 class Upstream:
@@ -106,6 +115,16 @@ class Upstream:
         raise CapabilityError(f"the upstream ({type(self).__name__}) cannot render chat "
                               f"templates (llama-server's POST /apply-template)")
 
+    def count_tokens(self, text: str, model: str, meta: CallMeta = NO_META) -> int:
+        """The number of tokens ``text`` is in ``model``'s tokenizer (no special tokens, no
+        chat template: the text alone).
+
+        Raises: ``CapabilityError`` when the upstream cannot count tokens (the caller decides
+        whether an estimate will do); the ``optillm.errors`` types of a failed call.
+        """
+        raise CapabilityError(f"the upstream ({type(self).__name__}) cannot count tokens "
+                              f"(llama-server's POST /tokenize)")
+
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities()
@@ -140,6 +159,9 @@ class UpstreamWrapper(Upstream):
     def apply_template(self, messages: Sequence[Message], model: str,
                        meta: CallMeta = NO_META) -> str:
         return self.inner.apply_template(messages, model, meta)
+
+    def count_tokens(self, text: str, model: str, meta: CallMeta = NO_META) -> int:
+        return self.inner.count_tokens(text, model, meta)
 
     @property
     def capabilities(self) -> Capabilities:

@@ -3,13 +3,17 @@
 What is cached: answers to requests with ``temperature`` 0 or an integer ``seed``, in the shared
 store (``optillm.upstream.store``: Redis, else the on-disk store), for ``ttl`` seconds:
 
-- the passthrough's upstream bytes (``ResponseCache.forward``, called by the routes, which hold
-  the parsed body): a JSON body whole, a stream as the pieces ``RawResponse.chunks`` gave, so a
-  hit replays the same bytes with the same chunking;
-- an approach request's final ``Completion`` (the routes, ``kind="approach"``), replayed as JSON
-  or as an approach stream;
-- the typed calls under the routes (``CachingUpstream``: ``complete`` as a ``Completion``,
+- the passthrough's upstream bytes (``CachingUpstream.forward``, which parses the JSON body it
+  relays to key it): a JSON body whole, a stream as the pieces ``RawResponse.chunks`` gave, so
+  a hit replays the same bytes with the same chunking; the answer's ``RawResponse.cache`` says
+  ``hit`` or ``miss``;
+- an approach request's final ``Completion`` (``kind="approach"``, keyed and kept by
+  ``optillm.plan.answer_cache`` over the pipeline), replayed as JSON or as an approach stream;
+- the typed calls of the stack (``CachingUpstream``: ``complete`` as a ``Completion``,
   ``stream`` as its ``Chunk`` sequence, ``complete_text``), i.e. an approach's own calls.
+
+Composed once, in ``create_app``: ``CachingUpstream`` in the stack, the same ``ResponseCache``
+under the plan layer's answer cache; the face only reads the directive and reports hit or miss.
 
 Only complete 200 answers are stored: never an error status, a stream that did not end with
 ``data: [DONE]`` or carried an error event, a body without ``choices``, or a stream the client
@@ -59,7 +63,7 @@ _LEFT_OUT = NEUTRAL_FIELDS | TRANSPORT_FIELDS
 #: Seconds the store is left alone after it failed.
 RETRY_AFTER = 10.0
 _MAGIC = b"optillm-cache/1\n"
-_HIT = "hit"
+_HIT, _MISS = "hit", "miss"
 
 
 def answer_fields(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,8 +110,8 @@ DEFAULT_CONTROL = CacheControl()
 
 @dataclass(frozen=True)
 class CacheCallMeta(CallMeta):
-    """A ``CallMeta`` that carries the request's directive down to ``CachingUpstream``
-    (made by the routes only when the request has a ``cache`` field)."""
+    """A ``CallMeta`` that carries the request's directive down to ``CachingUpstream`` and
+    the answer cache (made by the face only when the request has a ``cache`` field)."""
 
     cache: CacheControl = DEFAULT_CONTROL
 
@@ -179,8 +183,7 @@ class Slot:
         return entry.pieces[0] if entry is not None else None
 
     def put_completion(self, completion: Completion) -> None:
-        if self.control.write:
-            self.put(Entry("completion", (orjson.dumps(completion.to_dict()),)))
+        self.put(Entry("completion", (orjson.dumps(completion.to_dict()),)))
 
 
 class ResponseCache:
@@ -280,26 +283,26 @@ class ResponseCache:
     # -- the passthrough ----------------------------------------------------------------------
 
     def forward(self, upstream: Upstream, raw: bytes, body: Mapping[str, Any], meta: CallMeta,
-                stream: bool, model: str | None, control: CacheControl | None = None
-                ) -> tuple[RawResponse, bool]:
-        """``upstream.forward(raw, ...)`` through the cache: ``(response, hit)``.
+                stream: bool, model: str | None) -> RawResponse:
+        """``upstream.forward(raw, ...)`` through the cache, marked ``cache`` hit or miss.
 
-        ``body`` is ``raw`` parsed (the fields sent upstream). A hit replays the stored pieces;
-        a miss of a cacheable request stores the answer once the caller has read all of it.
+        ``body`` is ``raw`` parsed (the fields sent upstream); the directive comes with
+        ``meta``. A hit replays the stored pieces; a miss of a cacheable request stores the
+        answer once the caller has read all of it.
         """
         form = {"form": "sse", "stream_options": body.get("stream_options")} if stream \
             else {"form": "json"}
-        slot = self.slot("raw", answer_fields(body), meta, control, **form)
+        slot = self.slot("raw", answer_fields(body), meta, **form)
         if slot is not None:
             entry = slot.get("raw")
             if entry is not None:
-                return RawResponse(200, entry.content_type, iter(entry.pieces)), True
+                return RawResponse(200, entry.content_type, iter(entry.pieces), cache=_HIT)
         response = upstream.forward(raw, meta, stream, model)
-        if slot is None or not slot.control.write or response.status != 200:
-            return response, False
-        return RawResponse(response.status, response.content_type,
-                           _keep_raw(slot, response, stream), response.close,
-                           response.headers), False
+        chunks = response.chunks
+        if slot is not None and slot.control.write and response.status == 200:
+            chunks = _keep_raw(slot, response, stream)
+        return RawResponse(response.status, response.content_type, chunks, response.close,
+                           response.headers, cache=_MISS)
 
 
 def _keep_raw(slot: Slot, response: RawResponse, stream: bool) -> Iterator[bytes]:
@@ -359,10 +362,8 @@ def _chunk_dict(chunk: Chunk) -> dict[str, Any]:
 
 class CachingUpstream(UpstreamWrapper):
     """The stack's cache layer: deterministic typed calls (``complete``, ``stream``,
-    ``complete_text``) are answered from ``cache`` when stored, and stored when answered.
-
-    ``forward`` goes through unchanged: the passthrough is cached by the routes, which
-    already hold the parsed body (``ResponseCache.forward``).
+    ``complete_text``) and passthrough bytes (``forward``) are answered from ``cache`` when
+    stored, and stored when answered.
     """
 
     def __init__(self, inner: Upstream, cache: ResponseCache):
@@ -380,6 +381,20 @@ class CachingUpstream(UpstreamWrapper):
         if kind == "chunks":  # include_usage changes the chunks
             fields["stream_options"] = request.params.get("stream_options")
         return self.cache.slot(kind, fields, meta)
+
+    def forward(self, body: bytes, meta: CallMeta = NO_META, stream: bool = False,
+                model: str | None = None) -> RawResponse:
+        """The passthrough through ``ResponseCache.forward`` (one ``orjson`` parse of the body
+        to key it); a body that is not a JSON object goes upstream uncached, a miss."""
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return self.cache.forward(self.inner, body, parsed, meta, stream, model)
+        response = self.inner.forward(body, meta, stream, model)
+        response.cache = _MISS
+        return response
 
     def complete(self, request: ChatRequest, meta: CallMeta = NO_META) -> Completion:
         slot = self._slot("completion", request, meta)

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 #: Sent upstream when neither the proxy nor the client has a key (local servers ignore it).
 PLACEHOLDER_KEY = "sk-no-key-required"
 
+#: Seconds a token count (``POST /tokenize``) may take before it counts as failed.
+TOKENIZE_TIMEOUT = 5.0
+
 #: Chat-only fields that a text completion (``/v1/completions``) does not take.
 _CHAT_ONLY = frozenset({"chat_template_kwargs", "reasoning_effort", "max_completion_tokens",
                         "response_format", "tools", "tool_choice", "parallel_tool_calls",
@@ -269,6 +272,47 @@ class OpenAIUpstream(Upstream):
                 "utf-8", "replace")), resp.headers)
         self.note_capability(chat_template=True)
         return data["prompt"]
+
+    def count_tokens(self, text: str, model: str, meta: CallMeta = NO_META) -> int:
+        """The tokens of ``text`` by llama-server's ``POST /tokenize`` (at the server's root,
+        beside ``/v1``): ``{"content": text}`` -> ``{"tokens": [...]}``; one attempt, at most
+        ``TOKENIZE_TIMEOUT`` seconds.
+
+        Raises: ``CapabilityError`` for Azure and api.openai.com (no such endpoint; no call is
+        made) and for an upstream that answers 404/405/501 or no token list (remembered, so
+        later requests fail without a call); ``UpstreamError``/``UpstreamTimeoutError`` when
+        it cannot be reached; else the mapped upstream error.
+        """
+        if self.azure or "api.openai.com" in self.base_url or self._caps.tokenize is False:
+            raise CapabilityError(f"the upstream at {self.base_url} cannot count tokens "
+                                  f"(llama-server's POST /tokenize)")
+        root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        headers = {"Content-Type": "application/json",
+                   "Authorization": f"Bearer {self.api_key or meta.api_key or PLACEHOLDER_KEY}"}
+        limit = min(TOKENIZE_TIMEOUT, self.timeout)
+        try:
+            resp = self._pool.request("POST", root + "/tokenize",
+                                      body=json.dumps({"content": text}).encode(),
+                                      headers=headers, retries=False,
+                                      timeout=urllib3.Timeout(connect=limit, read=limit))
+        except urllib3.exceptions.HTTPError as exc:
+            raise _unreachable(exc) from exc
+        try:
+            data = json.loads(resp.data) if resp.data else None
+        except ValueError:
+            data = None
+        tokens = data.get("tokens") if isinstance(data, dict) else None
+        if resp.status in (404, 405, 501) or (resp.status == 200 and not isinstance(tokens, list)):
+            self.note_capability(tokenize=False)
+            raise CapabilityError(f"the upstream at {self.base_url} cannot count tokens "
+                                  f"(POST {root}/tokenize answered {resp.status})")
+        if resp.status >= 400:
+            inner = data.get("error", data) if isinstance(data, dict) else None
+            message = inner.get("message") if isinstance(inner, dict) else None
+            raise from_upstream_status(resp.status, str(message or resp.data[:300].decode(
+                "utf-8", "replace")), resp.headers)
+        self.note_capability(tokenize=True)
+        return len(tokens)
 
     def models(self, meta: CallMeta = NO_META) -> list[dict[str, Any]]:
         with translate_upstream_errors():

@@ -128,4 +128,5 @@ class RecordingUpstream(UpstreamWrapper):
                          "duration_ms": _ms(start),
                          "error": None if raw.status < 400 else f"upstream status {raw.status}"})
 
-        return RawResponse(raw.status, raw.content_type, tee(), raw.close, raw.headers)
+        return RawResponse(raw.status, raw.content_type, tee(), raw.close, raw.headers,
+                           raw.cache)

@@ -6,10 +6,11 @@ choice, the client's bytes go upstream (re-serialised only when the model name o
 must change) and the upstream's bytes come back, streamed or not. Everything else is parsed
 into a ``ChatRequest`` and run by the pipeline.
 
-With the response cache on (``optillm.upstream.cache``), deterministic passthrough answers are
-looked up by the parsed body before they go upstream, and an approach request's final answer
-by its body and plan; every answer then carries ``X-Optillm-Cache: hit`` or ``miss``. The
-body's ``cache`` directive is read here and never sent upstream, cache on or off.
+The response cache (``optillm.upstream.cache``) is the stack's and the plan layer's: the
+passthrough's bytes are cached by the stack's cache layer, an approach request's final answer
+by ``optillm.plan.answer_cache``; with it on, every answer carries ``X-Optillm-Cache: hit`` or
+``miss``. The body's ``cache`` directive is read here (into ``CacheCallMeta``) and never sent
+upstream, cache on or off; this module touches the cache itself only for ``/cache``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from ..errors import (
     OptillmError,
     UpstreamError,
 )
-from ..plan.pipeline import PipelineResult
 from ..plan.planner import parse_plan, plan_for_model
 from .streaming import DONE, event, stream_approach
 from ..types import ChatRequest, Completion, new_id
@@ -155,8 +155,7 @@ def chat_completions() -> Response:
         if plan.is_passthrough and passthrough_ok:
             changed = messages if messages is not chat.messages else None
             return _passthrough(body, raw, plan, stream, changed, meta, record, control)
-        return _run_pipeline(body, plan, chat.replace(messages=messages), meta, record,
-                             control)
+        return _run_pipeline(body, plan, chat.replace(messages=messages), meta, record)
     except OptillmError as exc:
         if record:
             record.finish(None, exc.message)
@@ -167,15 +166,16 @@ def _meta(request_id: str, settings, record, plan, control=None) -> CallMeta:
     if record:
         record.describe(approach=plan.label, model=plan.model)
     on_call = record.add_call if record else None
-    if control is not None and services().cache is not None:
-        from ..upstream.cache import CacheCallMeta  # the directive, down to the typed calls
+    if control is not None:
+        from ..upstream.cache import CacheCallMeta  # the directive, down to the cache layers
 
         return CacheCallMeta(request_id, _upstream_key(settings), on_call, cache=control)
     return CallMeta(request_id, _upstream_key(settings), on_call)
 
 
-def _cache_header(hit: bool) -> dict[str, str]:
-    return {"X-Optillm-Cache": "hit" if hit else "miss"}
+def _cache_header(status: str | None) -> dict[str, str]:
+    """``X-Optillm-Cache: hit|miss`` when the cache decided on the answer (it is on)."""
+    return {"X-Optillm-Cache": status} if status else {}
 
 
 def _passthrough(body, raw: bytes, plan, stream: bool, messages, meta, record,
@@ -192,13 +192,8 @@ def _passthrough(body, raw: bytes, plan, stream: bool, messages, meta, record,
         if messages is not None:
             body["messages"] = [m.to_dict() for m in messages]
         raw = _dumps(body)
-    headers = None
-    if svc.cache is None:
-        upstream = svc.upstream.forward(raw, meta, stream=stream, model=plan.model)
-    else:
-        upstream, hit = svc.cache.forward(svc.upstream, raw, body, meta, stream, plan.model,
-                                          control)
-        headers = _cache_header(hit)
+    upstream = svc.upstream.forward(raw, meta, stream=stream, model=plan.model)
+    headers = _cache_header(upstream.cache)  # the stack's cache layer marks hit or miss
     if upstream.status >= 400:
         data = b"".join(upstream.chunks)
         upstream.close()
@@ -279,39 +274,23 @@ def _upstream_error(status: int, data: bytes, record) -> Response:
     return json_response(err.to_dict(), err.status)
 
 
-def _run_pipeline(body, plan, chat: ChatRequest, meta: CallMeta, record,
-                  control=None) -> Response:
+def _run_pipeline(body, plan, chat: ChatRequest, meta: CallMeta, record) -> Response:
+    """Run the plan through the answer cache (``optillm.plan.answer_cache``: a hit replays
+    the stored answer, a complete answer is kept)."""
     svc = services()
     settings = svc.settings
     full = bool(body.get("return_full_response", settings.return_full_response))
-    slot = None
-    headers: dict[str, str] = {}
-    if svc.cache is not None:
-        from ..upstream.cache import answer_fields
-
-        slot = svc.cache.slot("approach", answer_fields(body), meta, control,
-                              plan=[plan.op, list(plan.slugs), plan.model, dict(plan.options)],
-                              full_response=full)
-        cached = slot.get_completion() if slot is not None else None
-        headers = _cache_header(cached is not None)
-        if cached is not None:
-            return _replay_approach(cached, chat, record, headers)
+    job = svc.answers.prepare(plan, chat, body, meta, full_response=full)
+    headers = _cache_header(job.status)
     if not chat.stream:
-        result = svc.pipeline.run(plan, chat, body, meta, full_response=full)
+        result = job.run()
         response = result.completion.to_dict()
         if record:
             record.finish(response, None)
-        if slot is not None:
-            slot.put_completion(result.completion)
+        job.keep(result.completion)
         headers = {**headers, "X-Optillm-Upstream-Calls": str(result.calls)}
         return json_response(response, headers=headers)
-
-    def run(sink, cancelled):
-        return svc.pipeline.run(plan, chat, body, meta, full_response=full, sink=sink,
-                                cancelled=cancelled)
-
-    on_done = _finisher(record, slot.put_completion if slot is not None else None)
-    return _approach_stream(run, chat, on_done, headers)
+    return _approach_stream(job.run, chat, _finisher(record, job.keep), headers)
 
 
 def _finisher(record, keep=None):
@@ -337,18 +316,6 @@ def _approach_stream(run, chat: ChatRequest, on_done, headers: dict[str, str]) -
                     content_type="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
                              **headers})
-
-
-def _replay_approach(data: bytes, chat: ChatRequest, record, headers) -> Response:
-    """A cached approach answer (a ``Completion``'s JSON), as JSON or as an approach
-    stream."""
-    if not chat.stream:
-        if record:
-            record.finish(_loads(data), None)
-        return Response(data, content_type=_JSON, headers=headers)
-    completion = Completion.from_dict(_loads(data))
-    return _approach_stream(lambda sink, cancelled: PipelineResult(completion), chat,
-                            _finisher(record), headers)
 
 
 @bp.delete("/cache")

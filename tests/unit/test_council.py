@@ -6,9 +6,10 @@ import threading
 
 import pytest
 
-from optillm.approaches.council import aggregate, parse_model, parse_ranking
+from optillm.approaches.council import aggregate, parse_ranking
+from optillm.plan.model_names import council_slash as parse_model
 from optillm.errors import BadRequestError
-from optillm.plan.planner import SINGLE, Plan
+from optillm.types import SINGLE, Plan
 from optillm.plan.loader import build_registry
 
 from ..conftest import chat

@@ -12,8 +12,11 @@ import pytest
 
 from optillm.plugins.compact import estimate_tokens, split_turns
 from optillm.types import Message
+from optillm.upstream.base import NO_META
+from optillm.upstream.openai_client import OpenAIUpstream
 
 from ..conftest import chat
+from ..fakes import FakeUpstream
 
 LONG = "word " * 400  # 2000 chars: ~500 estimated tokens
 
@@ -104,13 +107,25 @@ class Tokenizer(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def test_counts_with_the_upstreams_tokenize(make_app, fake):
+class TokenizingFake(FakeUpstream):
+    """A fake whose token counts come from a real ``OpenAIUpstream`` at ``base_url`` (its
+    ``POST /tokenize``), so the count travels the whole stack as llama-server's would."""
+
+    def __init__(self, base_url: str):
+        super().__init__()
+        self.counter = OpenAIUpstream(base_url, retries=0)
+
+    def count_tokens(self, text, model, meta=NO_META):
+        return self.counter.count_tokens(text, model, meta)
+
+
+def test_counts_with_the_upstreams_tokenize(make_app):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Tokenizer)
     server.seen = []
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        fake.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        client = make_app().test_client()
+        upstream = TokenizingFake(f"http://127.0.0.1:{server.server_address[1]}/v1")
+        client = make_app(upstream).test_client()
         msgs = conversation(1)
         data = post(client, msgs).get_json()
     finally:
@@ -122,9 +137,9 @@ def test_counts_with_the_upstreams_tokenize(make_app, fake):
     assert len(server.seen) == 1 and "final question" in server.seen[0]["content"]
 
 
-def test_unreachable_tokenize_falls_back_to_the_estimate(make_app, fake):
-    fake.base_url = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
-    data = post(make_app().test_client(), conversation(1)).get_json()
+def test_unreachable_tokenize_falls_back_to_the_estimate(make_app):
+    upstream = TokenizingFake("http://127.0.0.1:9/v1")  # nothing listens on the discard port
+    data = post(make_app(upstream).test_client(), conversation(1)).get_json()
     assert data["choices"][0]["optillm_compact"]["method"] == "estimate"
 
 
