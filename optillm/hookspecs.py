@@ -24,7 +24,7 @@ def register_approaches(register):
 
 @hookspec(firstresult=True)
 def parse_model(model, registry):
-    """Turn a model string into a ``Plan`` (``optillm.plan.planner.Plan``), or return None to pass.
+    """Turn a model string into a ``Plan`` (``optillm.types.Plan``), or return None to pass.
 
     The first non-None answer wins. The built-in prefix parser (``moa-gpt-4o``, ``moa&re2-x``,
     ``bon|moa-x``) runs last (``trylast``), so plugins can add forms such as ``x-wait-6``.
