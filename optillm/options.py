@@ -12,7 +12,6 @@ API, for an approach's ``Options`` dataclass::
         readurls_timeout: float = opt(10.0, gt=0, le=60, unit="seconds")
         tts_mode: str = opt("offline", choices=("offline", "online"))
         tts_warmup: int | None = opt(None, ge=1)                 # None is never range-checked
-        proposers: list[str] | None = opt(None, default_factory=...)  # (either, not both)
 
         def __post_init__(self):            # only checks bounds cannot say (cross-field)
             ...                              # raise ValueError -> 400
@@ -25,15 +24,20 @@ a value outside the range raises ``BadRequestError`` (400, ``param`` = the name 
 code ``invalid_option``) saying the allowed range. A plain ``dataclasses`` default has no
 bounds and no aliases.
 
+An ``Options`` class may also declare ``UNSUPPORTED: ClassVar[Mapping[str, str]]``: option
+names OptiLLM accepts for that approach that have no counterpart here, each with the reason;
+a request sending one is a 400 naming it (``param``, code ``unsupported_option``) instead of a
+silently ignored field.
+
 Module-level helpers: ``spec(field)`` (its ``Spec`` or None), ``accepted_names(cls)`` (field
-names and aliases: what the proxy consumes from a body for that approach).
+names and aliases: what the proxy consumes from a body for that approach), ``unsupported(cls)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +47,8 @@ from .errors import BadRequestError
 KEY = "optillm"
 #: The error code of an option outside its range or choices.
 CODE = "invalid_option"
+#: The error code of an OptiLLM option name this approach has no counterpart for.
+UNSUPPORTED_CODE = "unsupported_option"
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,22 @@ def accepted_names(options: type | None) -> frozenset[str]:
     if options is None:
         return frozenset()
     return frozenset(n for f in dataclasses.fields(options) for n in names_of(f))
+
+
+def unsupported(options: type | None) -> Mapping[str, str]:
+    """``{name: reason}`` of the option names ``options`` refuses (its ``UNSUPPORTED``)."""
+    found = getattr(options, "UNSUPPORTED", None) if options is not None else None
+    return dict(found) if isinstance(found, Mapping) else {}
+
+
+def refuse_unsupported(options: type | None, slug: str, *sources: Mapping[str, Any]) -> None:
+    """Raises: BadRequestError (400, ``param`` = the name) when a source holds one of the
+    names ``options`` declares ``UNSUPPORTED``."""
+    for name, why in unsupported(options).items():
+        if any(name in source for source in sources):
+            raise BadRequestError(f"{name} is an OptiLLM option of {slug!r} that this server "
+                                  f"does not support: {why}", param=name,
+                                  code=UNSUPPORTED_CODE)
 
 
 def _num(x: float) -> str:

@@ -33,7 +33,8 @@ Sampling: every step sets its own temperature (``cepo_planning_temperature_*``,
 step (high -> medium -> low).
 
 Options (request body, or server defaults from ``--cepo-config FILE.yaml``): the ``cepo_*``
-fields of ``Options`` (OptiLLM's ``cepo_config.yaml`` names with the ``cepo_`` prefix).
+fields of ``Options`` (OptiLLM's ``cepo_config.yaml`` names with the ``cepo_`` prefix; the
+unprefixed ``cepo_config.yaml`` names, e.g. ``bestofn_n``, are accepted as aliases).
 Bounded by the request budget: once spent, the best answer so far is returned with
 ``optillm_budget`` in the metadata. The choice carries ``optillm_cepo``.
 """
@@ -61,27 +62,39 @@ EFFORT_STEPS = {"high": "medium", "medium": "low", "low": "minimal"}
 
 @dataclass(frozen=True)
 class Options:
-    cepo_bestofn_n: int = opt(3, ge=1, le=16)
-    cepo_bestofn_temperature: float = opt(0.1, ge=0, le=2)
-    cepo_bestofn_max_tokens: int = opt(4096, ge=1, le=_MAX_TOKENS, unit="tokens")
-    cepo_bestofn_rating_type: str = opt("absolute", choices=RATING_TYPES)
-    cepo_planning_n: int = opt(3, ge=1, le=16)
-    cepo_planning_m: int = opt(6, ge=1, le=64)
-    cepo_planning_temperature_step1: float = opt(0.55, ge=0, le=2)
-    cepo_planning_temperature_step2: float = opt(0.25, ge=0, le=2)
-    cepo_planning_temperature_direct_resp: float = opt(0.1, ge=0, le=2)
-    cepo_planning_temperature_step3: float = opt(0.1, ge=0, le=2)
-    cepo_planning_temperature_step4: float = opt(0.0, ge=0, le=2)
-    cepo_planning_max_tokens_step1: int = opt(4096, ge=1, le=_MAX_TOKENS, unit="tokens")
-    cepo_planning_max_tokens_step2: int = opt(4096, ge=1, le=_MAX_TOKENS, unit="tokens")
-    cepo_planning_max_tokens_direct_resp: int = opt(4096, ge=1, le=_MAX_TOKENS, unit="tokens")
-    cepo_planning_max_tokens_step3: int = opt(4096, ge=1, le=_MAX_TOKENS, unit="tokens")
-    cepo_planning_max_tokens_step4: int = opt(4096, ge=1, le=_MAX_TOKENS, unit="tokens")
-    cepo_use_plan_diversity: bool = False
-    cepo_rating_model: str | None = None
-    cepo_use_reasoning_fallback: bool = False
-    cepo_num_of_retries: int = opt(0, ge=0, le=5)
-    cepo_print_output: bool = False
+    cepo_bestofn_n: int = opt(3, ge=1, le=16, aliases=("bestofn_n",))
+    cepo_bestofn_temperature: float = opt(0.1, ge=0, le=2, aliases=("bestofn_temperature",))
+    cepo_bestofn_max_tokens: int = opt(4096, ge=1, le=_MAX_TOKENS, unit="tokens",
+                                       aliases=("bestofn_max_tokens",))
+    cepo_bestofn_rating_type: str = opt("absolute", choices=RATING_TYPES,
+                                        aliases=("bestofn_rating_type",))
+    cepo_planning_n: int = opt(3, ge=1, le=16, aliases=("planning_n",))
+    cepo_planning_m: int = opt(6, ge=1, le=64, aliases=("planning_m",))
+    cepo_planning_temperature_step1: float = opt(0.55, ge=0, le=2,
+                                                 aliases=("planning_temperature_step1",))
+    cepo_planning_temperature_step2: float = opt(0.25, ge=0, le=2,
+                                                 aliases=("planning_temperature_step2",))
+    cepo_planning_temperature_direct_resp: float = opt(
+        0.1, ge=0, le=2, aliases=("planning_temperature_direct_resp",))
+    cepo_planning_temperature_step3: float = opt(0.1, ge=0, le=2,
+                                                 aliases=("planning_temperature_step3",))
+    cepo_planning_temperature_step4: float = opt(0.0, ge=0, le=2,
+                                                 aliases=("planning_temperature_step4",))
+    cepo_planning_max_tokens_step1: int = opt(4096, ge=1, le=_MAX_TOKENS, unit="tokens",
+                                              aliases=("planning_max_tokens_step1",))
+    cepo_planning_max_tokens_step2: int = opt(4096, ge=1, le=_MAX_TOKENS, unit="tokens",
+                                              aliases=("planning_max_tokens_step2",))
+    cepo_planning_max_tokens_direct_resp: int = opt(4096, ge=1, le=_MAX_TOKENS, unit="tokens",
+                                                    aliases=("planning_max_tokens_direct_resp",))
+    cepo_planning_max_tokens_step3: int = opt(4096, ge=1, le=_MAX_TOKENS, unit="tokens",
+                                              aliases=("planning_max_tokens_step3",))
+    cepo_planning_max_tokens_step4: int = opt(4096, ge=1, le=_MAX_TOKENS, unit="tokens",
+                                              aliases=("planning_max_tokens_step4",))
+    cepo_use_plan_diversity: bool = opt(False, aliases=("use_plan_diversity",))
+    cepo_rating_model: str | None = opt(None, aliases=("rating_model",))
+    cepo_use_reasoning_fallback: bool = opt(False, aliases=("use_reasoning_fallback",))
+    cepo_num_of_retries: int = opt(0, ge=0, le=5, aliases=("num_of_retries",))
+    cepo_print_output: bool = opt(False, aliases=("print_output",))
 
     def __post_init__(self):
         model = self.cepo_rating_model

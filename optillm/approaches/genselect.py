@@ -29,8 +29,12 @@ candidate, unchanged (with its finish reason). Not streamed.
 Options (request body, flat or under ``"optillm"``): ``genselect_n`` (int, 2-16, default 4),
 ``genselect_mode`` (``"batch"`` default, or ``"tournament"``), ``genselect_votes`` (int, 1-16,
 default 3: selection samples per comparison), ``genselect_skip_unanimous`` (bool, default
-true), ``answer_format`` (see ``answers.ANSWER_FORMATS``, default ``auto``). Candidates are
-sampled at the client's ``temperature`` (default 0.7), comparisons at ``COMPARE_TEMPERATURE``.
+true), ``answer_format`` (see ``answers.ANSWER_FORMATS``, default ``auto``),
+``genselect_compare_temperature`` (float 0-2, default ``COMPARE_TEMPERATURE``: the comparison
+calls'), ``genselect_include_reasoning`` (bool, default false: append the comparison reply
+that picked the answer, after ``---``). Candidates are sampled at the client's ``temperature``
+(default 0.7). OptiLLM's plugin names are aliases: ``num_candidates``, ``comparison_mode``,
+``comparison_temperature``, ``include_reasoning``.
 
 Metadata on the choice, ``optillm_votes``: ``mode``, ``candidates``, ``answers`` (per
 candidate), ``chosen``, ``unanimous``, and the selection record: ``picks`` and ``votes``
@@ -64,11 +68,14 @@ SELECTOR_SYSTEM = ("You are an expert judge of solutions. You compare candidate 
 
 @dataclass(frozen=True)
 class Options:
-    genselect_n: int = opt(4, ge=2, le=16)
-    genselect_mode: str = opt("batch", choices=MODES)
+    genselect_n: int = opt(4, ge=2, le=16, aliases=("num_candidates",))
+    genselect_mode: str = opt("batch", choices=MODES, aliases=("comparison_mode",))
     genselect_votes: int = opt(3, ge=1, le=16)
     genselect_skip_unanimous: bool = True
     answer_format: str = opt("auto", choices=answers.ANSWER_FORMATS)
+    genselect_compare_temperature: float = opt(COMPARE_TEMPERATURE, ge=0, le=2,
+                                               aliases=("comparison_temperature",))
+    genselect_include_reasoning: bool = opt(False, aliases=("include_reasoning",))
 
 
 def selection_prompt(query: str, candidates: list[str]) -> str:
@@ -115,15 +122,22 @@ def parse_selection(text: str | None, count: int) -> int | None:
     return None
 
 
-def _compare(ctx: RunContext, candidates: list[str], votes: int) -> list[int | None]:
-    """``votes`` selection samples over ``candidates`` (one call with ``n``): the picks."""
+def _compare(ctx: RunContext, candidates: list[str], votes: int,
+             reasons: dict[int, str] | None = None) -> list[int | None]:
+    """``votes`` selection samples over ``candidates`` (one call with ``n``): the picks.
+    ``reasons`` gets, per picked candidate, the first reply that picked it."""
     messages = [Message("system", SELECTOR_SYSTEM),
                 Message("user", selection_prompt(ctx.query, candidates))]
-    params: dict[str, Any] = {"temperature": COMPARE_TEMPERATURE}
+    params: dict[str, Any] = {"temperature": ctx.options.genselect_compare_temperature}
     if "max_tokens" not in ctx.sampling and "max_completion_tokens" not in ctx.sampling:
         params["max_tokens"] = COMPARE_MAX_TOKENS
     replies = ctx.sample(votes, messages, answer=False, **params)
-    return [parse_selection(r, len(candidates)) for r in replies]
+    picks = [parse_selection(r, len(candidates)) for r in replies]
+    if reasons is not None:
+        for pick, reply in zip(picks, replies, strict=True):
+            if pick is not None and pick not in reasons:
+                reasons[pick] = reply
+    return picks
 
 
 def run(ctx: RunContext) -> Answer:
@@ -138,24 +152,31 @@ def run(ctx: RunContext) -> Answer:
     group_of = [g if g is not None else i for i, g in enumerate(groups)]
     record: dict[str, Any] = {"mode": options.genselect_mode, "candidates": len(candidates),
                               "answers": extracted, "unanimous": False}
+    reasons: dict[int, str] = {}  # candidate -> the comparison reply that picked it
     if len(candidates) == 1 or (options.genselect_skip_unanimous and None not in groups
                                 and len(set(groups)) == 1):
         chosen = 0
         record["unanimous"] = len(candidates) > 1
     elif options.genselect_mode == "batch":
-        chosen = _batch(ctx, candidates, extracted, group_of, options.genselect_votes, record)
+        chosen = _batch(ctx, candidates, extracted, group_of, options.genselect_votes, record,
+                        reasons)
     else:
-        chosen = _tournament(ctx, candidates, group_of, options.genselect_votes, record)
+        chosen = _tournament(ctx, candidates, group_of, options.genselect_votes, record,
+                             reasons)
     record["chosen"] = chosen
     choice = choices[chosen]
-    return Answer(choice.text, finish_reason=choice.finish_reason or "stop",
+    text = choice.text
+    if options.genselect_include_reasoning and chosen in reasons:  # OptiLLM's layout
+        text = f"{text}\n\n---\n**GenSelect Reasoning**: {reasons[chosen]}"
+    return Answer(text, finish_reason=choice.finish_reason or "stop",
                   logprobs=choice.logprobs if ctx.params.get("logprobs") else None,
                   metadata={"optillm_votes": record})
 
 
 def _batch(ctx: RunContext, candidates: list[str], extracted: list[str | None],
-           group_of: list[int], votes: int, record: dict[str, Any]) -> int:
-    picks = _compare(ctx, candidates, votes)
+           group_of: list[int], votes: int, record: dict[str, Any],
+           reasons: dict[int, str]) -> int:
+    picks = _compare(ctx, candidates, votes, reasons)
     record["picks"] = picks
     valid = [p for p in picks if p is not None]
     if not valid:
@@ -174,7 +195,7 @@ def _label(group: int, extracted: list[str | None]) -> str:
 
 
 def _tournament(ctx: RunContext, candidates: list[str], group_of: list[int], votes: int,
-                record: dict[str, Any]) -> int:
+                record: dict[str, Any], reasons: dict[int, str]) -> int:
     support = Counter(group_of)
     alive = list(range(len(candidates)))
     rounds: list[list[dict[str, Any]]] = []
@@ -183,8 +204,11 @@ def _tournament(ctx: RunContext, candidates: list[str], group_of: list[int], vot
         a, b = pair
         if group_of[a] == group_of[b]:
             return {"pair": [a, b], "picks": [], "winner": a, "decided_by": "same_answer"}
+        said: dict[int, str] = {}
         picks = [None if p is None else pair[p]
-                 for p in _compare(ctx, [candidates[a], candidates[b]], votes)]
+                 for p in _compare(ctx, [candidates[a], candidates[b]], votes, said)]
+        for p, reply in said.items():
+            reasons[pair[p]] = reply  # a later round's reply replaces an earlier one
         wins_a, wins_b = picks.count(a), picks.count(b)
         if wins_a != wins_b:
             return {"pair": [a, b], "picks": picks, "winner": a if wins_a > wins_b else b,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadRequestError, NotFoundError
-from ..options import accepted_names, names_of, spec
+from ..options import accepted_names, names_of, refuse_unsupported, spec
 
 #: Body fields that belong to the proxy and are never sent upstream.
 RESERVED_FIELDS = frozenset({"optillm_approach", "optillm", "return_full_response",
@@ -128,13 +128,15 @@ class Registry:
         Raises:
             BadRequestError: a value has the wrong type, is outside the field's declared
                 bounds or choices (``param`` = the name as sent, the message the allowed
-                range), or fails the options' own ``__post_init__`` checks.
+                range), or fails the options' own ``__post_init__`` checks; an OptiLLM name
+                the options declare ``UNSUPPORTED`` is sent (``param`` = that name).
         """
         if approach.options is None:
             return None
         nested = body.get("optillm")
         nested = nested if isinstance(nested, dict) else {}
         defaults = defaults or {}
+        refuse_unsupported(approach.options, approach.slug, body, nested)
         hints = typing.get_type_hints(approach.options)
         values = {}
         for f in dataclasses.fields(approach.options):

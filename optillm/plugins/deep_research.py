@@ -30,6 +30,7 @@ Options (request body): the ``web_search_*`` backend options, plus
 ``deep_research_max_iterations`` (int 1-10, default 2), ``deep_research_queries`` (int 1-5,
 default 3), ``deep_research_max_sources`` (int 1-50, default 10),
 ``deep_research_read_pages`` (int 0-5, default 2: pages read per iteration; 0 = snippets only).
+OptiLLM's ``max_iterations`` and ``max_sources`` are aliases of the two ``deep_research_`` ones.
 
 Errors: as ``web_search`` (400 for no backend or a refused ``web_search_url``, before any call).
 """
@@ -66,9 +67,9 @@ REPORT_PROMPT = ("{query}\n\nResearch draft:\n{draft}\n\nSources:\n{sources}\n\n
 
 @dataclass(frozen=True)
 class Options(SearchOptions):
-    deep_research_max_iterations: int = opt(2, ge=1, le=10)
+    deep_research_max_iterations: int = opt(2, ge=1, le=10, aliases=("max_iterations",))
     deep_research_queries: int = opt(3, ge=1, le=5)
-    deep_research_max_sources: int = opt(10, ge=1, le=50)
+    deep_research_max_sources: int = opt(10, ge=1, le=50, aliases=("max_sources",))
     deep_research_read_pages: int = opt(2, ge=0, le=5)
 
 

@@ -16,8 +16,10 @@ Calls: ``3 + 1`` when the samples agree, ``3 + 2`` when they do not (``1``/``2``
 votes, the agreement and the route (``"majority"`` / ``"greedy"``).
 
 Options (request body): ``deepthink_samples`` (int, 1-16, default 3), ``deepthink_threshold``
-(float, 0-1, default 0.6), ``deepthink_temperature`` (float, 0-2, default 0.7),
-``deepthink_modules`` (int, 1-10, default 3), ``deepthink_self_discover`` (bool, default true).
+(float, 0-1, default 0.6), ``deepthink_temperature`` (float, 0-2, default: the request's
+``temperature``, else 0.7), ``deepthink_modules`` (int, 1-10, default 3),
+``deepthink_self_discover`` (bool, default true). OptiLLM's names are aliases:
+``confidence_threshold``, ``reasoning_modules_limit``, ``enable_self_discover``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from ..toolkit.context import Answer, RunContext
 SLUG = "deepthink"
 
 #: A subset of the paper's 39 seed reasoning modules (its Table 2), reworded.
+#: The samples' temperature when neither ``deepthink_temperature`` nor the request sets one.
+SAMPLE_TEMPERATURE = 0.7
+
 REASONING_MODULES = (
     "Break the problem into smaller sub-problems and solve them in order.",
     "Think step by step, writing each intermediate result.",
@@ -49,10 +54,11 @@ REASONING_MODULES = (
 @dataclass(frozen=True)
 class Options:
     deepthink_samples: int = opt(3, ge=1, le=16)
-    deepthink_threshold: float = opt(0.6, ge=0, le=1)
-    deepthink_temperature: float = opt(0.7, ge=0, le=2)
-    deepthink_modules: int = opt(3, ge=1, le=len(REASONING_MODULES))
-    deepthink_self_discover: bool = True
+    deepthink_threshold: float = opt(0.6, ge=0, le=1, aliases=("confidence_threshold",))
+    deepthink_temperature: float | None = opt(None, ge=0, le=2)
+    deepthink_modules: int = opt(3, ge=1, le=len(REASONING_MODULES),
+                                 aliases=("reasoning_modules_limit",))
+    deepthink_self_discover: bool = opt(True, aliases=("enable_self_discover",))
 
 
 def _modules_listing() -> str:
@@ -101,8 +107,11 @@ def run(ctx: RunContext) -> Answer:
     opts = ctx.options
     modules, plan = discover(ctx) if opts.deepthink_self_discover else ([], None)
     messages = ctx.with_query(solve_prompt(ctx.query, plan))
+    temperature = opts.deepthink_temperature
+    if temperature is None:  # as OptiLLM: the request's own temperature, else the default
+        temperature = ctx.sampling.get("temperature", SAMPLE_TEMPERATURE)
     samples = ctx.sample(opts.deepthink_samples, messages, answer=True,
-                         temperature=opts.deepthink_temperature)
+                         temperature=temperature)
     answers = [extract_answer(s) for s in samples]
     result = vote(answers)
     record = {"modules": [REASONING_MODULES[i] for i in modules], "answers": answers,

@@ -39,7 +39,10 @@ Options (request body): ``web_search_backend`` (``searxng`` | ``brave`` | ``serp
 host passes the address policy, else 400), ``web_search_api_key`` (str or null: for the key
 APIs; see above), ``web_search_max_results`` (int 1-20, default 5), ``web_search_timeout``
 (seconds, 0.5-60, default 10), ``web_search_mode`` (``answer`` | ``augment``, default
-``answer``).
+``answer``). OptiLLM's ``num_results`` and ``timeout`` are aliases of
+``web_search_max_results`` and ``web_search_timeout``; its browser options
+(``delay_seconds``, ``headless``, ``session_manager``) are a 400 naming them
+(``unsupported_option``).
 
 Errors: ``BadRequestError`` (400) when no URL is configured (``web_search_url_required``) or
 the request's URL is refused or does not resolve (``web_search_url_refused``).
@@ -50,7 +53,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
 
 from ..options import opt
@@ -75,8 +80,8 @@ class SearchOptions:
     web_search_backend: str = opt("searxng", choices=BACKENDS)
     web_search_url: str | None = None
     web_search_api_key: str | None = None
-    web_search_max_results: int = opt(5, ge=1, le=20)
-    web_search_timeout: float = opt(10.0, ge=0.5, le=60, unit="seconds")
+    web_search_max_results: int = opt(5, ge=1, le=20, aliases=("num_results",))
+    web_search_timeout: float = opt(10.0, ge=0.5, le=60, unit="seconds", aliases=("timeout",))
 
     def __post_init__(self):
         if self.web_search_url is not None:
@@ -88,6 +93,11 @@ class SearchOptions:
 @dataclass(frozen=True)
 class Options(SearchOptions):
     web_search_mode: str = opt("answer", choices=("answer", "augment"))
+
+    #: OptiLLM's browser-driving options: no browser here (the backends are search APIs).
+    UNSUPPORTED: ClassVar[Mapping[str, str]] = MappingProxyType(dict.fromkeys(
+        ("delay_seconds", "headless", "session_manager"),
+        "searches go to a search API (web_search_backend), not a driven browser"))
 
 
 @dataclass(frozen=True)
