@@ -19,10 +19,10 @@ from optillm.errors import (
     from_upstream_status,
     parse_retry_after,
 )
-from optillm.upstream.config import Endpoint, GeneralSettings
-from optillm.upstream.router import RouterUpstream, parse_duration
 from optillm.types import ChatRequest, Message
 from optillm.upstream.base import RawResponse
+from optillm.upstream.config import Endpoint, GeneralSettings
+from optillm.upstream.router import RouterUpstream, parse_duration
 
 from ..fakes import FakeUpstream
 
@@ -60,7 +60,7 @@ def ep(name: str, weight: float = 1, model: str | None = None, **kw) -> Endpoint
 def router(groups, fakes: Endpoints, default=None, clock=None, **general) -> RouterUpstream:
     general.setdefault("retries", 2)
     return RouterUpstream(groups, default, fakes, GeneralSettings(**general),
-                          clock=clock or Clock())
+                          clock=clock or Clock(), sleep=lambda seconds: None)
 
 
 def req(model="pub", text="hello there", **params) -> ChatRequest:
@@ -494,8 +494,8 @@ def test_forward_returns_the_clients_4xx_as_it_is():
 
 
 def test_forward_when_all_fail_names_them_with_the_upstreams_messages():
-    a = RawFake((503, b'{"error": {"message": "overloaded"}}', {}))
-    b = RawFake((500, b"<html>crash</html>", {}))
+    a = RawFake(*[(503, b'{"error": {"message": "overloaded"}}', {})] * 3)
+    b = RawFake(*[(500, b"<html>crash</html>", {})] * 3)  # (every attempt fails)
     r = router({"pub": [ep("a", 100), ep("b", 1)]}, Endpoints(a=a, b=b))
     with pytest.raises(UpstreamError) as info:
         r.forward(raw_body(), model="pub")
@@ -598,3 +598,44 @@ def test_parse_retry_after():
     assert parse_retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0
     assert parse_retry_after({"Retry-After": "later"}) is None
     assert parse_retry_after(None) is None
+
+
+# -- the same endpoint again, once every endpoint was tried ------------------------------------
+
+
+def test_a_one_endpoint_group_retries_a_5xx_after_a_backoff():
+    waits = []
+    a = FakeUpstream().enqueue(status_error(503))
+    r = RouterUpstream({"pub": [ep("a")]}, None, Endpoints(a=a), GeneralSettings(retries=2),
+                       clock=Clock(), sleep=waits.append)
+    assert r.complete(req()).text == "ok"
+    assert len(a.history) == 2 and len(waits) == 1 and 0 <= waits[0] <= 0.2
+    assert r.snapshot()["router"] == {"routed": 1, "retried": 1, "exhausted": 0}
+
+
+def test_a_one_endpoint_group_gives_up_after_its_retries_naming_the_attempts():
+    waits = []
+    a = FakeUpstream(default=status_error(500, "still broken"))
+    r = RouterUpstream({"pub": [ep("a")]}, None, Endpoints(a=a),
+                       GeneralSettings(retries=2, allowed_fails=10), clock=Clock(),
+                       sleep=waits.append)
+    with pytest.raises(UpstreamError) as info:
+        r.complete(req())
+    assert len(a.history) == 3 and len(waits) == 2
+    assert "1 of 1 tried, 3 attempts" in info.value.message
+    assert info.value.message.count("still broken") == 1
+
+
+@pytest.mark.parametrize("failure", [
+    status_error(429, **{"Retry-After": "1"}), UpstreamTimeoutError("upstream timed out"),
+    UpstreamError("upstream returned malformed JSON: '{'")],
+    ids=["429", "timeout", "malformed"])
+def test_the_same_endpoint_is_not_retried_for_rate_limits_timeouts_or_bad_answers(failure):
+    waits = []
+    a = FakeUpstream(default=failure)
+    r = RouterUpstream({"pub": [ep("a")]}, None, Endpoints(a=a),
+                       GeneralSettings(retries=2, allowed_fails=10), clock=Clock(),
+                       sleep=waits.append)
+    with pytest.raises(type(failure)):
+        r.complete(req())
+    assert len(a.history) == 1 and waits == []

@@ -42,6 +42,12 @@ def build_router(gateway: GatewayConfig, default: Upstream | None, settings: Any
     from ..openai_client import OpenAIUpstream
 
     def factory(endpoint: Endpoint, on_headers: HeaderSink) -> Upstream:
+        if endpoint.provider == "litellm":  # provider: litellm (optillm.upstream.litellm_client)
+            from ..litellm_client import LiteLLMUpstream
+
+            return ChoicesUpstream(LiteLLMUpstream(
+                endpoint.base_url, endpoint.api_key,
+                timeout=endpoint.timeout or settings.upstream_timeout), executor)
         azure = (endpoint.base_url, endpoint.azure_api_version) \
             if endpoint.azure_api_version else None
         client = OpenAIUpstream(endpoint.base_url, endpoint.api_key, azure=azure,

@@ -4,6 +4,7 @@
   ``timeout``, ``rate_limit``, ``error`` or the client's own (None).
 - ``LocalHealth``: consecutive failures, the cooldown they start and the upstream's
   ``Retry-After`` wait, in this process (the router's clock: monotonic seconds).
+- ``exhausted``: the client's error when no endpoint served, naming each and why.
 - ``EndpointState``: one endpoint of a group with its health, its limits
   (``optillm.upstream.router.limits``) and its counts and latencies for ``/stats``.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +61,29 @@ def failure_kind(exc: OptillmError) -> str | None:
         return None if status is not None and 400 <= status < 500 and status != 408 \
             else "error"
     return None
+
+
+def exhausted(group: str, endpoints: Sequence[EndpointState], tried: Sequence[EndpointState],
+              reasons: dict[str, Failure], retries: int) -> OptillmError:
+    """The client's error when no endpoint of ``group`` served: 429 when every one was
+    rate-limited (the shortest wait as ``retry_after``), 504 when every one timed out, else
+    502; the message names each endpoint and why (``tried`` may repeat one: attempts)."""
+    unique = list(dict.fromkeys(tried))
+    failures = [reasons[ep.name] for ep in unique if ep.name in reasons]
+    failures += [f for name, f in reasons.items() if not f.tried]
+    untried = [ep.name for ep in endpoints if ep.name not in reasons]
+    lines = [f.describe() for f in failures]
+    lines += [f"{name}: not tried (general_settings.retries = {retries})" for name in untried]
+    attempts = f", {len(tried)} attempts" if len(tried) > len(unique) else ""
+    message = (f"no endpoint of model group {group!r} could serve the request "
+               f"({len(unique)} of {len(endpoints)} tried{attempts}): " + "; ".join(lines))
+    kinds = {f.kind for f in failures}
+    waits = [f.retry_after for f in failures if f.retry_after]
+    if kinds == {"rate_limit"}:
+        return RateLimitError(message, retry_after=min(waits) if waits else None)
+    if kinds == {"timeout"}:
+        return UpstreamTimeoutError(message)
+    return UpstreamError(message, retry_after=min(waits) if waits else None)
 
 
 class LocalHealth:

@@ -8,10 +8,14 @@
   used only when no weighted endpoint is available (cooling down, rate-limited, or already
   failed for this request).
 - **Failover**: a connection error, a timeout, a 5xx or a 429 makes the request go to another
-  endpoint of the group, up to ``general_settings.retries`` more endpoints. Any other 4xx is
-  the client's and comes back as it is. The client sees an error only when every endpoint it
-  was offered to failed or was unavailable; the message names each endpoint and why, and the
-  status is 429 when all were rate-limited, 504 when all timed out, else 502.
+  endpoint of the group, up to ``general_settings.retries`` more attempts. When every
+  endpoint was tried and attempts are left, one that answered 500/502/503 or could not be
+  reached is tried again after a backoff with jitter (``optillm.upstream.retry``), so a
+  one-endpoint group retries too; a rate-limited, timed-out or cooling endpoint is not.
+  Any other 4xx is the client's and comes back as it is. The client sees an error only when
+  every endpoint it was offered to failed or was unavailable; the message names each
+  endpoint and why, and the status is 429 when all were rate-limited, 504 when all timed out,
+  else 502.
 - **Cooldown**: ``allowed_fails`` consecutive failures take an endpoint out for
   ``cooldown_time`` seconds; afterwards one request probes it (a success resets the count,
   another failure cools it down again at once).
@@ -53,16 +57,15 @@ from typing import Any, TypeVar
 from ...errors import (
     NotFoundError,
     OptillmError,
-    RateLimitError,
     UpstreamError,
-    UpstreamTimeoutError,
     from_upstream_status,
 )
 from ...errors import error_text as _error_text
 from ...types import ChatRequest, Chunk, Completion, Message
 from ..base import NO_META, CallMeta, Capabilities, RawResponse, Upstream
 from ..config import Endpoint, GeneralSettings
-from .health import EndpointState, Failure, failure_kind
+from ..retry import RetryPolicy
+from .health import EndpointState, Failure, exhausted, failure_kind
 from .limits import estimate_tokens as _estimate
 from .limits import max_tokens as _max_tokens
 from .relay import (
@@ -149,7 +152,8 @@ class RouterUpstream(Upstream):
         endpoint_factory: ``factory(endpoint, on_headers) -> Upstream`` builds each endpoint's
             upstream; it calls ``on_headers(headers)`` with the headers of successful answers.
         general: ``retries``, ``allowed_fails``, ``cooldown_time``.
-        clock: monotonic seconds (tests inject their own).
+        clock: monotonic seconds (tests inject their own). sleep: waits (seconds) between
+            attempts when every endpoint was tried and retries are left.
         shared: ``shared.SharedState`` (Redis) to keep health and rpm/tpm windows in, one
             view for every process; None keeps them in this one.
     """
@@ -157,9 +161,13 @@ class RouterUpstream(Upstream):
     def __init__(self, model_groups: Mapping[str, Sequence[Endpoint]],
                  default: Upstream | None, endpoint_factory: EndpointFactory,
                  general: GeneralSettings = GeneralSettings(), *,
-                 clock: Callable[[], float] = time.monotonic, shared: Any = None):
+                 clock: Callable[[], float] = time.monotonic, shared: Any = None,
+                 sleep: Callable[[float], None] = time.sleep):
         self.default = default
         self.shared = shared
+        self.sleep = sleep
+        #: the backoff (with jitter) before an endpoint already tried is tried again
+        self.backoff = RetryPolicy(retries=general.retries)
         self.general = general
         self.clock = clock
         self.groups: dict[str, ModelGroup] = {}
@@ -214,9 +222,16 @@ class RouterUpstream(Upstream):
         """
         tried: list[EndpointState] = []
         reasons: dict[str, Failure] = {}
+        last: OptillmError | None = None
         self._count("routed")
         while len(tried) <= self.general.retries:
             ep = group.pick(self.clock(), tokens, tried, reasons)
+            if ep is None and last is not None and failure_kind(last) == "error":
+                # every endpoint was tried: the available ones again, after a backoff
+                wait = self.backoff.delay(len(tried) - 1, last, 0.0)
+                if wait is not None:
+                    self.sleep(wait)
+                    ep = group.pick(self.clock(), tokens, (), reasons)
             if ep is None:
                 break
             if tried:
@@ -240,31 +255,13 @@ class RouterUpstream(Upstream):
                          exc.message, "trying another" if len(tried) <= self.general.retries
                          else "no retries left")
                 reasons[ep.name] = Failure(ep.name, kind, exc.message, True, exc.retry_after)
+                last = exc
                 continue
             with group.lock:
                 ep.succeeded(self.clock() - start)
             return ep, result
         self._count("exhausted")
-        raise self._exhausted(group, tried, reasons)
-
-    def _exhausted(self, group: ModelGroup, tried: list[EndpointState],
-                   reasons: dict[str, Failure]) -> OptillmError:
-        """The client's error when no endpoint served: the right status, every endpoint named."""
-        failures = [reasons[ep.name] for ep in tried if ep.name in reasons]
-        failures += [f for name, f in reasons.items() if not f.tried]
-        untried = [ep.name for ep in group.endpoints if ep.name not in reasons]
-        lines = [f.describe() for f in failures]
-        lines += [f"{name}: not tried (general_settings.retries = {self.general.retries})"
-                  for name in untried]
-        message = (f"no endpoint of model group {group.name!r} could serve the request "
-                   f"({len(tried)} of {len(group.endpoints)} tried): " + "; ".join(lines))
-        kinds = {f.kind for f in failures}
-        waits = [f.retry_after for f in failures if f.retry_after]
-        if kinds == {"rate_limit"}:
-            return RateLimitError(message, retry_after=min(waits) if waits else None)
-        if kinds == {"timeout"}:
-            return UpstreamTimeoutError(message)
-        return UpstreamError(message, retry_after=min(waits) if waits else None)
+        raise exhausted(group.name, group.endpoints, tried, reasons, self.general.retries)
 
     def _note_usage(self, group: ModelGroup, ep: EndpointState, estimate: int,
                     actual: int | None) -> None:
