@@ -70,7 +70,14 @@ class Services:
 
 
 def http_upstream(settings: Settings, base_url: str | None) -> Upstream:
-    """The OpenAI-compatible client at the bottom of the stack (OpenAI-style or Azure)."""
+    """The OpenAI-compatible client at the bottom of the stack (OpenAI-style or Azure);
+    with ``--upstream-provider litellm``, LiteLLM (``--base-url`` as its ``api_base``)."""
+    if settings.upstream_provider == "litellm":
+        from .upstream.litellm_client import LiteLLMUpstream
+
+        return LiteLLMUpstream(base_url, settings.openai_api_key if base_url else None,
+                               timeout=settings.upstream_timeout,
+                               retries=settings.upstream_retries)
     from .upstream.openai_client import OpenAIUpstream
 
     azure = None

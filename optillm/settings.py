@@ -64,6 +64,7 @@ class Settings:
     max_parallel_calls: int = 16
     upstream_timeout: float = 600.0
     upstream_retries: int = 2
+    upstream_provider: str = "openai"
     rate_limit: str | None = None
     keepalive_interval: float = 5.0
     cors_allow_origins: str = ""
@@ -104,7 +105,8 @@ class Settings:
 
     @property
     def uses_local_model(self) -> bool:
-        return not self.base_url and not self.azure_api_base
+        return not self.base_url and not self.azure_api_base \
+            and self.upstream_provider != "litellm"
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -236,9 +238,20 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-parallel-calls", type=int, help="concurrent upstream calls per process")
     add("--upstream-timeout", type=float, help="seconds before an upstream call times out (504)")
     add("--upstream-retries", type=int, help="retries of a failed upstream call")
+    add("--upstream-provider", choices=["openai", "litellm"],
+        help="how upstream calls are made: 'openai' (an OpenAI-compatible HTTP API, the "
+             "default) or 'litellm' (litellm.completion: the model names LiteLLM's provider, "
+             "e.g. anthropic/claude-3-5-haiku-latest; the 'litellm' extra)")
     add("--rate-limit", help="requests each client key may send, e.g. 60/minute (shared "
                              "through --redis-url, else per process)")
     add("--keepalive-interval", type=float, help="seconds between SSE keep-alive comments")
     add("--cors-allow-origins", help="browser origins allowed to call the proxy (CORS), "
                                      "comma-separated, or '*' (default: none, CORS off)")
     return p
+
+
+def prepare_litellm_import() -> None:
+    """Before ``import litellm``: LiteLLM fetches its model price list over the network when
+    imported unless ``LITELLM_LOCAL_MODEL_COST_MAP`` is set; this proxy uses the copy bundled
+    with LiteLLM (a variable already set is left as it is)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

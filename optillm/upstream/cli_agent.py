@@ -38,10 +38,11 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ..errors import BadRequestError, NotFoundError, UpstreamError, UpstreamTimeoutError
+from ..errors import NotFoundError, UpstreamError, UpstreamTimeoutError
 from ..types import ChatRequest, Choice, Chunk, Completion, Message, Usage, new_id
 from .base import NO_META, CallMeta, RawResponse, Upstream, UpstreamWrapper
 from .config import CliAgent
+from .typed_forward import forward_typed
 
 PREFIX = "cli/"
 STDERR_TAIL = 2000
@@ -242,46 +243,12 @@ class CliAgentUpstream(Upstream):
 
     def forward(self, body: bytes, meta: CallMeta = NO_META, stream: bool = False,
                 model: str | None = None) -> RawResponse:
-        """The passthrough: the body parsed, the agent run, the answer as chat completion
-        JSON or SSE bytes (an error after the stream started is an ``error`` event)."""
-        try:
-            parsed = json.loads(body)
-        except ValueError as exc:
-            raise BadRequestError(f"request body is not valid JSON: {exc}") from None
-        request = ChatRequest.from_body(parsed)
-        if not stream:
-            data = self.complete(request, meta).to_dict()
-            return RawResponse(200, "application/json", iter((json.dumps(data).encode(),)))
-        chunks = self.stream(request, meta)
-        include_usage = bool((request.params.get("stream_options") or {}).get("include_usage"))
-        return RawResponse(200, "text/event-stream", _sse(chunks, include_usage),
-                           getattr(chunks, "close", lambda: None))
+        """The passthrough: chat completion JSON or SSE bytes (``typed_forward``)."""
+        return forward_typed(self, body, meta, stream)
 
     def models(self, meta: CallMeta = NO_META) -> list[dict[str, Any]]:
         return [{"id": PREFIX + name, "object": "model", "created": 0,
                  "owned_by": "optillm-cli"} for name in sorted(self.agents)]
-
-
-def _sse(chunks: Iterator[Chunk], include_usage: bool) -> Iterator[bytes]:
-    from ..errors import OptillmError
-
-    def event(obj: Any) -> bytes:
-        return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
-
-    try:
-        for c in chunks:
-            if c.usage is not None and not c.choices:
-                if include_usage:
-                    yield event({"id": c.id, "object": "chat.completion.chunk",
-                                 "created": c.created, "model": c.model, "choices": [],
-                                 "usage": c.usage.to_dict()})
-                continue
-            yield event({"id": c.id, "object": "chat.completion.chunk", "created": c.created,
-                         "model": c.model,
-                         "choices": [{**ch, "logprobs": None} for ch in c.choices]})
-    except OptillmError as exc:
-        yield event(exc.to_dict())
-    yield b"data: [DONE]\n\n"
 
 
 class CliAgentRouter(UpstreamWrapper):

@@ -10,6 +10,9 @@ Shape (LLMProxy's ``model_groups`` and ``general_settings``, Composite LLM's ``p
           weight: 3                    # weighted round-robin; 0 = fallback only
           rpm: 500                     # optional requests / tokens per minute limits
           tpm: 200000
+        - provider: litellm            # through litellm.completion (the 'litellm' extra)
+          model: anthropic/claude-3-5-haiku-latest   # LiteLLM's model string
+          weight: 0                    # base_url / api_key optional (api_base / api_key)
     general_settings:
       retries: 2                       # other endpoints tried after a failure
       allowed_fails: 3                 # failures before an endpoint cools down
@@ -59,9 +62,12 @@ SCHEMA: dict[str, Any] = {
                 "items": {
                     "type": "object",
                     "additionalProperties": False,
-                    "required": ["base_url"],
+                    "anyOf": [{"required": ["base_url"]},  # LiteLLM needs none
+                              {"required": ["provider"],
+                               "properties": {"provider": {"const": "litellm"}}}],
                     "properties": {
                         "base_url": {"type": "string", "pattern": "^https?://"},
+                        "provider": {"enum": ["openai", "litellm"]},
                         "api_key": {"type": ["string", "null"]},
                         "model": {"type": "string", "minLength": 1},
                         "weight": {"type": "number", "minimum": 0},
@@ -143,6 +149,9 @@ class Endpoint:
     name: str = ""
     azure_api_version: str | None = None
     timeout: float | None = None
+    #: ``openai`` (an OpenAI-compatible HTTP API) or ``litellm`` (``litellm.completion`` on
+    #: ``model``, LiteLLM's model string; ``base_url`` optional, its ``api_base``).
+    provider: str = "openai"
 
 
 @dataclass(frozen=True)
@@ -264,7 +273,9 @@ def parse_config(text: str, path: str = "<config>",
     groups = {}
     for public, endpoints in (data.get("model_groups") or {}).items():
         groups[public] = tuple(Endpoint(model=e.get("model", public),
-                                        **{k: v for k, v in e.items() if k != "model"})
+                                        base_url=e.get("base_url", ""),
+                                        **{k: v for k, v in e.items()
+                                           if k not in ("model", "base_url")})
                                for e in endpoints)
         if not any(e.weight > 0 for e in groups[public]):
             line = _line_of(root, ["model_groups", public])
