@@ -321,7 +321,8 @@ def test_default_model_from_settings(make_app, fake, tmp_path):
     ({"model": "m", "input": "hi", "stream": "yes"}, "stream"),
     ({"model": "m", "input": "hi", "instructions": ["x"]}, "instructions"),
     ({"model": "m", "input": "hi", "text": {"format": {"type": "xml"}}}, "text.format"),
-    ({"model": "m", "input": "hi", "moa_candidates": 99, "optillm_approach": "moa"}, None),
+    ({"model": "m", "input": "hi", "moa_candidates": 99, "optillm_approach": "moa"},
+     "moa_candidates"),
     ({"model": "nosuch&moa-m", "input": "hi"}, "model"),
 ])
 def test_bad_requests_are_openai_errors(client, fake, openapi, body, param):
