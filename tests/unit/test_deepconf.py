@@ -438,7 +438,8 @@ def test_online_cut_traces_get_prompt_tokens_when_every_stream_is_cut(dc, up):
     assert metadata(data)["traces_stopped_early"] == 2
     assert data["usage"] == {"prompt_tokens": 3 * prompt_words(),
                              "completion_tokens": 16 + 2 + 2,
-                             "total_tokens": 3 * prompt_words() + 20}
+                             "total_tokens": 3 * prompt_words() + 20,
+                             "completion_tokens_details": {"reasoning_tokens": 0}}
 
 
 def test_online_stops_at_consensus_after_warmup(dc, up):
@@ -481,7 +482,8 @@ def test_offline_usage_is_exact(dc, up):
     up.enqueue([say("The answer is 7"), say("So it is 7 then")])
     _, data = tts(dc, tts_strategy="deepconf", tts_budget=2)
     assert data["usage"] == {"prompt_tokens": prompt_words(), "completion_tokens": 4 + 5,
-                             "total_tokens": prompt_words() + 9}
+                             "total_tokens": prompt_words() + 9,
+                             "completion_tokens_details": {"reasoning_tokens": 0}}
     assert metadata(data)["tokens_generated"] == 9
 
 

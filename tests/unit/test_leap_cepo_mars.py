@@ -52,7 +52,8 @@ class Script:
         prompt = sum(sum(words(m.text) for m in r.messages) for r, _ in self.calls)
         completion = sum(words(t) for _, t in self.calls)
         return {"prompt_tokens": prompt, "completion_tokens": completion,
-                "total_tokens": prompt + completion}
+                "total_tokens": prompt + completion,
+                "completion_tokens_details": {"reasoning_tokens": 0}}
 
 
 def truncated(request, text: str) -> Completion:

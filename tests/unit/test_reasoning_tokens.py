@@ -106,3 +106,11 @@ def test_streamed_approach_usage_chunk_has_reasoning_tokens(client, fake, openap
     assert 0 < usage["completion_tokens_details"]["reasoning_tokens"] \
         <= usage["completion_tokens"]
     openapi(data[-1], "CreateChatCompletionStreamResponse")
+
+
+def test_responses_api_usage_carries_reasoning_tokens(client, fake):
+    fake.default = THOUGHT
+    r = client.post("/v1/responses", json={"model": "re2-fake", "input": "What is 7*8?"})
+    assert r.status_code == 200, r.get_json()
+    usage = r.get_json()["usage"]
+    assert 0 < usage["output_tokens_details"]["reasoning_tokens"] <= usage["output_tokens"]

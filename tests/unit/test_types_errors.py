@@ -64,8 +64,9 @@ def test_completion_round_trip_keeps_extra_fields(openapi):
 
 
 def test_usage_adds():
-    assert (Usage(1, 2) + Usage(3, 4)).to_dict() == {"prompt_tokens": 4,
-                                                     "completion_tokens": 6, "total_tokens": 10}
+    assert (Usage(1, 2) + Usage(3, 4)).to_dict() == {
+        "prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10,
+        "completion_tokens_details": {"reasoning_tokens": 0}}
 
 
 def test_error_objects_match_openapi(openapi):
