@@ -11,6 +11,7 @@ Shapes follow OpenAI's OpenAPI description (``CreateChatCompletionRequest``,
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -163,10 +164,17 @@ class ChatRequest:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token counts (``CompletionUsage``); ``total_tokens`` is derived."""
+    """Token counts (``CompletionUsage``); ``total_tokens`` is derived.
+
+    ``reasoning_tokens`` is the part of ``completion_tokens`` spent thinking
+    (``completion_tokens_details.reasoning_tokens``): the upstream's own figure when it reports
+    one, else an estimate from the ``<think>...</think>`` spans of the answer text
+    (``reasoning_share``); 0 when there is no thinking. Sums add it like the other counts.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -174,18 +182,68 @@ class Usage:
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(self.prompt_tokens + other.prompt_tokens,
-                     self.completion_tokens + other.completion_tokens)
+                     self.completion_tokens + other.completion_tokens,
+                     self.reasoning_tokens + other.reasoning_tokens)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> Usage:
+    def from_dict(cls, d: Mapping[str, Any] | None, texts: Iterable[str] = ()) -> Usage:
+        """A ``CompletionUsage`` dict as ``Usage``; without the upstream's reasoning figure,
+        the thinking share of ``texts`` (the choices' contents) is estimated."""
         if not d:
             return cls()
-        return cls(int(d.get("prompt_tokens") or 0), int(d.get("completion_tokens") or 0))
+        completion = int(d.get("completion_tokens") or 0)
+        details = d.get("completion_tokens_details")
+        reported = details.get("reasoning_tokens") if isinstance(details, Mapping) else None
+        if reported is not None:
+            reasoning = int(reported or 0)
+        else:
+            reasoning = reasoning_share(texts, completion)
+        return cls(int(d.get("prompt_tokens") or 0), completion, reasoning)
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return {"prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
-                "total_tokens": self.total_tokens}
+                "total_tokens": self.total_tokens,
+                "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens}}
+
+
+_THINK = re.compile(r"<think>(.*?)(?:</think>|\Z)", re.DOTALL)
+
+
+def thinking_text(text: str) -> str:
+    """The text inside ``<think>...</think>`` spans (an unclosed span runs to the end)."""
+    if "<think>" not in text:
+        return ""
+    return "".join(m.group(1) for m in _THINK.finditer(text))
+
+
+def reasoning_share(texts: Iterable[str], completion_tokens: int) -> int:
+    """Estimated thinking tokens among ``completion_tokens`` generated as ``texts``: the
+    tokens, in proportion to characters, that fall inside ``<think>`` spans (tags included).
+    Exact where no text thinks (0); never above ``completion_tokens``."""
+    total = thinking = 0
+    for text in texts:
+        if not isinstance(text, str) or not text:
+            continue
+        total += len(text)
+        inner = thinking_text(text)
+        if inner:  # the tags are generated tokens of the thinking too
+            thinking += len(inner) + len("<think>") * text.count("<think>") \
+                + len("</think>") * text.count("</think>")
+    if not total or not thinking:
+        return 0
+    return min(completion_tokens, round(completion_tokens * min(thinking, total) / total))
+
+
+def generated_text(message: Message) -> str:
+    """What the model generated for ``message``: its content, with a separate
+    ``reasoning_content`` (llama-server, DeepSeek, vLLM reasoning parsers) as a ``<think>``
+    span in front, so ``reasoning_share`` sees both."""
+    text = message.text
+    thought = message.extra.get("reasoning_content") if message.extra else None
+    if isinstance(thought, str) and thought:
+        return f"<think>{thought}</think>{text or ''}"
+    return text or ""
 
 
 @dataclass(frozen=True)
@@ -249,7 +307,8 @@ class Completion:
                 extra={k: v for k, v in c.items()
                        if k not in ("index", "message", "finish_reason", "logprobs")}))
         known = ("id", "object", "created", "model", "choices", "usage")
-        return cls(choices=tuple(choices), usage=Usage.from_dict(d.get("usage")),
+        texts = [generated_text(c.message) for c in choices]
+        return cls(choices=tuple(choices), usage=Usage.from_dict(d.get("usage"), texts),
                    model=d.get("model") or "", id=d.get("id") or new_id(),
                    created=int(d.get("created") or time.time()),
                    extra={k: v for k, v in d.items() if k not in known})
@@ -265,6 +324,17 @@ class Completion:
         for k, v in self.extra.items():
             d.setdefault(k, v)
         return d
+
+
+def counted_usage(completion: Completion) -> Usage:
+    """``completion.usage`` with its thinking counted: the upstream's reasoning figure when it
+    gave one, else the ``<think>`` share of the choices' texts (``reasoning_share``)."""
+    usage = completion.usage
+    if usage.reasoning_tokens:
+        return usage
+    share = reasoning_share([generated_text(c.message) for c in completion.choices],
+                            usage.completion_tokens)
+    return Usage(usage.prompt_tokens, usage.completion_tokens, share) if share else usage
 
 
 @dataclass(frozen=True)

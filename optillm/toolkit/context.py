@@ -39,7 +39,14 @@ from typing import Any, TypeVar
 from ..concurrency import BoundedExecutor
 from ..errors import BadRequestError, OptillmError, UpstreamTimeoutError
 from ..settings import Settings
-from ..types import ChatRequest, Choice, Completion, Message, Usage
+from ..types import (
+    ChatRequest,
+    Choice,
+    Completion,
+    Message,
+    Usage,
+    counted_usage,
+)
 from ..upstream.base import CallMeta, Capabilities, Upstream
 from .budget import Budget, BudgetExhausted  # noqa: F401 - re-exported for approaches
 from .trace import TraceStream
@@ -253,7 +260,7 @@ class RunContext:
         """
         self._check()
         completion = self._wiring.upstream.complete(request, self._wiring.meta)
-        self.add_usage(completion.usage)
+        self.add_usage(counted_usage(completion))
         return completion
 
     def _complete_streamed(self, request: ChatRequest) -> Completion:
@@ -282,10 +289,13 @@ class RunContext:
             if close:
                 close()
             self.streamed_text = "".join(parts)
-            self.add_usage(usage or Usage())
+            usage = counted_usage(Completion((Choice(0, Message("assistant",
+                                                               self.streamed_text)),),
+                                             usage or Usage()))
+            self.add_usage(usage)
         choice = Choice(0, Message("assistant", self.streamed_text), finish,
                         {"content": logprobs, "refusal": None} if logprobs else None)
-        return Completion((choice,), usage or Usage(), model=self.model)
+        return Completion((choice,), usage, model=self.model)
 
     def complete_text(self, prompt: str, *, model: str | None = None,
                       **params: Any) -> Completion:
@@ -306,7 +316,7 @@ class RunContext:
                 merged[k] = v
         completion = self._wiring.upstream.complete_text(prompt, model or self.model, merged,
                                                          self._wiring.meta)
-        self.add_usage(completion.usage)
+        self.add_usage(counted_usage(completion))
         return completion
 
     def stream(self, messages: Iterable[Message] | None = None, *, answer: bool = True,

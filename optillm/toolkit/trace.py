@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..types import Usage
+from ..types import Usage, reasoning_share
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -67,6 +67,9 @@ class TraceStream:
         if usage is None:
             generated = len(self.logprobs) if self.logprobs else self._content_chunks
             usage = Usage(self._prompt_tokens or 0, generated)
+        if not usage.reasoning_tokens:  # the upstream's usage chunk gave no thinking figure
+            usage = Usage(usage.prompt_tokens, usage.completion_tokens,
+                          reasoning_share(["".join(self._parts)], usage.completion_tokens))
         self.usage = usage
         self._ctx.add_usage(usage)
 
