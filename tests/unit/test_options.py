@@ -100,6 +100,22 @@ def test_bad_values_are_400_naming_the_option(client, fake, slug, field, kind, f
     assert fake.history == []  # refused before any upstream call
 
 
+ALIASED = [(slug, f, kind, found, alias) for slug, f, kind, found in FIELDS
+           for alias in found.aliases]
+
+
+@pytest.mark.parametrize(("slug", "field", "kind", "found", "alias"), ALIASED,
+                         ids=[f"{s}.{a}" for s, _, _, _, a in ALIASED])
+def test_an_alias_has_its_fields_bounds_and_is_named_in_the_error(client, fake, slug, field,
+                                                                    kind, found, alias):
+    for value in _bad_values(kind, found):
+        r = chat(client, model="fake", optillm_approach=slug, **{alias: value})
+        error = r.get_json()["error"]
+        assert r.status_code == 400 and error["param"] == alias, (value, error)
+        assert found.describe() in error["message"]
+    assert fake.history == []
+
+
 @pytest.mark.parametrize(("slug", "field", "kind", "found"), FIELDS, ids=IDS)
 def test_default_and_range_ends_pass(slug, field, kind, found):
     approach = REGISTRY.get(slug)
