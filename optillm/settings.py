@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 #: The model name the embedded local model is served under.
-LOCAL_MODEL_NAME = "Qwen2.5-Coder-0.5B-Instruct"
+LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 
 def _bool(value: Any) -> bool:
@@ -46,21 +46,10 @@ class Settings:
     batch_wait_ms: int = 10
     return_full_response: bool = False
     log: str = "info"
-    log_format: str = "text"
-    access_log: bool = True
-    workers: int = 1
-    worker_class: str = "gevent"
-    dev: bool = False
-    metrics_dir: str | None = None
+    workers: int = 0
     local_model: str | None = None
     local_slots: int = 4
     local_ctx_size: int = 4096
-    #: where the embedded model's assembled weights are kept (``$XDG_CACHE_HOME/optillm/models``,
-    #: else ``~/.cache/optillm/models``) and the base of its state files (``$XDG_RUNTIME_DIR``)
-    model_cache_dir: str | None = None
-    runtime_dir: str | None = None
-    #: a learned router table (``optillm-eval fit-router``): ``auto`` then routes through it
-    router_table: str | None = None
     config: str | None = None
     cepo_config: str | None = None
     data_dir: str | None = None
@@ -108,12 +97,6 @@ class Settings:
     def data_path(self) -> str:
         """The data folder (``--data-dir``; ``~/.local/share/optillm`` when unset)."""
         return os.path.expanduser(self.data_dir or "~/.local/share/optillm")
-
-    @property
-    def models_path(self) -> str:
-        """The embedded model's weights folder (``--model-cache-dir``; default
-        ``~/.cache/optillm/models``), never inside site-packages."""
-        return os.path.expanduser(self.model_cache_dir or "~/.cache/optillm/models")
 
     @property
     def config_path(self) -> str:
@@ -175,18 +158,12 @@ class Settings:
         values.setdefault("azure_api_version", env.get("AZURE_API_VERSION") or None)
         values.setdefault("azure_api_base", env.get("AZURE_API_BASE") or None)
         values["environ"] = dict(env)
-        # prometheus-client's own variable: multiprocess metrics (set by the CLI for gunicorn)
-        values.setdefault("metrics_dir", env.get("PROMETHEUS_MULTIPROC_DIR") or None)
         # The user's data and config folders (XDG base directories), for plugins that persist.
         # (unset: ~/.local/share/optillm and ~/.config/optillm, see data_path / config_path)
         if env.get("XDG_DATA_HOME"):
             values.setdefault("data_dir", os.path.join(env["XDG_DATA_HOME"], "optillm"))
         if env.get("XDG_CONFIG_HOME"):
             values.setdefault("config_dir", os.path.join(env["XDG_CONFIG_HOME"], "optillm"))
-        if env.get("XDG_CACHE_HOME"):
-            values.setdefault("model_cache_dir", os.path.join(env["XDG_CACHE_HOME"], "optillm",
-                                                              "models"))
-        values.setdefault("runtime_dir", env.get("XDG_RUNTIME_DIR") or None)
         if values.get("base_url") is None and env.get("OPENAI_BASE_URL"):
             values["base_url"] = env["OPENAI_BASE_URL"]
         settings = cls(**{k: v for k, v in values.items() if v is not None})
@@ -196,14 +173,6 @@ class Settings:
             parser.error("--batch-size must be >= 1 and --batch-wait-ms >= 0")
         if settings.local_slots < 1 or settings.max_parallel_calls < 1:
             parser.error("--local-slots and --max-parallel-calls must be >= 1")
-        if settings.workers < 1:
-            parser.error("--workers must be >= 1")
-        if settings.worker_class not in ("gevent", "gthread"):
-            parser.error("--worker-class must be gevent or gthread")
-        if settings.log_format not in ("text", "json"):
-            parser.error("--log-format must be text or json")
-        if settings.router_table and settings.approach == "auto":
-            settings = settings.replace(approach="router")  # auto = the learned router's pick
         return settings
 
     def to_env(self) -> dict[str, str]:
@@ -216,12 +185,6 @@ class Settings:
             out["OPTILLM_" + f.name.upper()] = str(value).lower() if isinstance(value, bool) \
                 else str(value)
         return out
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,24 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--return-full-response", action="store_const", const=True,
         help="return the approach's reasoning trace instead of only the answer, where it has one")
     add("--log", choices=["debug", "info", "warning", "error", "critical"], help="log level")
-    add("--log-format", choices=["text", "json"],
-        help="log lines as text (default) or one JSON object per line")
-    add("--no-access-log", dest="access_log", action="store_const", const=False,
-        help="no access log line per request (gunicorn)")
-    add("--workers", type=int, help="gunicorn worker processes (default 1)")
-    add("--worker-class", choices=["gevent", "gthread"],
-        help="gunicorn worker class (default gevent; gthread runs --max-parallel-calls threads)")
-    add("--dev", action="store_const", const=True,
-        help="Flask's development server instead of gunicorn (one process, not for production)")
-    add("--version", action="version", version=f"optillm {_version()}")
-    add("--local-model", help="the embedded llama-server's model: a GGUF file or a short name, "
-                              "qwen2.5-coder-0.5b (the default) or smollm2-135m")
+    add("--workers", type=int, help="run under gunicorn (gthread) with N worker processes")
+    add("--local-model", help="GGUF file for the embedded llama-server "
+                              "(default SmolLM2-135M-Instruct)")
     add("--local-slots", type=int, help="parallel slots of the embedded llama-server (-np)")
     add("--local-ctx-size", type=int, help="context size per slot of the embedded llama-server")
-    add("--model-cache-dir", help="folder of the embedded model's assembled weights (default "
-                                  "$XDG_CACHE_HOME/optillm/models or ~/.cache/optillm/models)")
-    add("--router-table", help="router table learned by 'optillm-eval fit-router': 'auto' (and "
-                               "the router plugin) choose the approach by it")
     add("--config", help="gateway YAML: model_groups, general_settings, profiles")
     add("--cepo-config", help="YAML of cepo's defaults (cepo_* option names, prefix optional); "
                               "request fields still win")
