@@ -225,7 +225,8 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
         from flask_cors import CORS
 
         CORS(app, origins=settings.cors_origins, expose_headers=CORS_EXPOSE, max_age=600,
-             always_send=False)  # no Origin, no CORS headers
+             always_send=False,  # no Origin, no CORS headers
+             send_wildcard=settings.cors_origins == ["*"])
     register_error_handlers(app)
     from .web.limits import install as install_rate_limit  # --rate-limit, per client key
 

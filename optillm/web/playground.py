@@ -83,7 +83,7 @@ def index() -> Response:
         return redirect("/playground", code=302)
     return json_response({"object": "optillm.index", "version": __version__,
                           "playground": "/playground", "logs": "/playground/logs",
-                          "docs": "/docs/", "openapi": "/openapi.json"})
+                          "docs": "/docs", "openapi": "/openapi.json"})
 
 
 @bp.get("/playground")

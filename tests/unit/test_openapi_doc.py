@@ -106,10 +106,9 @@ def test_reuses_openai_schemas_and_lists_approach_options(document):
 
 def test_public_routes_need_no_key_and_the_rest_still_do(keyed_app):
     client = keyed_app.test_client()
-    for path in ("/openapi.json", "/docs/", "/docs/swagger-ui-bundle.js", "/playground",
+    for path in ("/openapi.json", "/docs", "/docs/redoc.standalone.js", "/playground",
                  "/playground/logs", "/playground/static/style.css", "/health"):
         assert client.get(path).status_code == 200, path
-    assert client.get("/docs").status_code == 302
     for path in ("/v1/models", "/v1/optillm/approaches", "/v1/optillm/requests",
                  "/v1/optillm/requests/x", "/stats"):
         assert client.get(path).status_code == 401, path
@@ -117,14 +116,21 @@ def test_public_routes_need_no_key_and_the_rest_still_do(keyed_app):
     assert ok.status_code == 200
 
 
-def test_docs_page_is_swagger_ui_over_the_document_with_local_files_only(client):
-    page = client.get("/docs/").get_data(as_text=True)
-    assert "SwaggerUIBundle" in page and '"/openapi.json"' in page
-    assert '"validatorUrl": "none"' in page  # no call to the online validator
+def test_docs_page_is_redoc_over_the_document_with_local_files_only(client):
+    page = client.get("/docs").get_data(as_text=True)
+    assert '<redoc spec-url="/openapi.json"' in page
     sources = re.findall(r'(?:src|href)="([^"]+)"', page)
-    assert sources and all(s.startswith("/docs/") for s in sources), sources
-    bundle = client.get("/docs/swagger-ui-bundle.js")
-    assert bundle.status_code == 200 and b"SwaggerUIBundle" in bundle.data
+    assert sources and all(s.startswith(("/", "data:")) for s in sources), sources
+    bundle = client.get("/docs/redoc.standalone.js")
+    assert bundle.status_code == 200 and b"Redoc" in bundle.data[:2000]
+    assert bundle.content_type == "application/javascript; charset=utf-8"
+
+
+def test_docs_without_redoc_is_a_clear_501(client, monkeypatch):
+    monkeypatch.setattr(docs.importlib.util, "find_spec", lambda name: None)
+    response = client.get("/docs")
+    assert response.status_code == 501
+    assert "flask-openapi3-redoc" in response.get_json()["error"]["message"]
 
 
 def test_conform_fixes_only_what_breaks_3_1():
