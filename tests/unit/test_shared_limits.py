@@ -21,8 +21,10 @@ from ..redis_fixture import redis_url  # noqa: F401 - the fixture
 
 
 def _router(url: str | None, group: str, rpm: int | None = None, fails: bool = False,
-            allowed_fails: int = 3, fakes: dict | None = None) -> RouterUpstream:
-    endpoint = Endpoint(base_url="http://a.invalid/v1", model="a-model", name="a", rpm=rpm)
+            allowed_fails: int = 3, fakes: dict | None = None,
+            tpm: int | None = None) -> RouterUpstream:
+    endpoint = Endpoint(base_url="http://a.invalid/v1", model="a-model", name="a", rpm=rpm,
+                        tpm=tpm)
     reply: object = "ok"
     if fails:
         reply = UpstreamError("upstream: boom (status 500)")
@@ -36,14 +38,16 @@ def _router(url: str | None, group: str, rpm: int | None = None, fails: bool = F
 
 
 def _send(url: str | None, group: str, n: int, rpm: int | None, fails: bool,
-          allowed_fails: int) -> dict[str, int]:
-    """In a child process: ``n`` requests; what became of them, and the calls made."""
+          allowed_fails: int, tpm: int | None = None) -> dict[str, int]:
+    """In a child process: ``n`` requests (``max_tokens`` 30 each); what became of them,
+    and the calls made."""
     fakes: dict = {}
-    router = _router(url, group, rpm, fails, allowed_fails, fakes)
+    router = _router(url, group, rpm, fails, allowed_fails, fakes, tpm)
     out = {"served": 0, "rate_limited": 0, "failed": 0, "skipped": 0}
     for _ in range(n):
         try:
-            router.complete(ChatRequest(group, (Message("user", "hi"),)))
+            router.complete(ChatRequest(group, (Message("user", "hi"),),
+                                        params={"max_tokens": 30}))
             out["served"] += 1
         except RateLimitError:
             out["rate_limited"] += 1
@@ -53,10 +57,10 @@ def _send(url: str | None, group: str, n: int, rpm: int | None, fails: bool,
     return out
 
 
-def _in_two_processes(url, group, n, rpm=None, fails=False, allowed_fails=3):
+def _in_two_processes(url, group, n, rpm=None, fails=False, allowed_fails=3, tpm=None):
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(2) as pool:
-        results = [pool.apply_async(_send, (url, group, n, rpm, fails, allowed_fails))
+        results = [pool.apply_async(_send, (url, group, n, rpm, fails, allowed_fails, tpm))
                    for _ in range(2)]
         return [r.get(timeout=60) for r in results]
 
@@ -70,6 +74,14 @@ def test_rpm_holds_across_two_processes_with_redis(redis_url):  # noqa: F811
     assert sum(r["calls"] for r in results) == 10  # 30 requests, the limit is 10 a minute
     assert sum(r["served"] for r in results) == 10
     assert sum(r["rate_limited"] for r in results) == 20
+
+
+def test_tpm_holds_across_two_processes_with_redis(redis_url):  # noqa: F811
+    # each request is estimated at 30 tokens (max_tokens; the answer's usage is smaller, and
+    # a shared window is corrected upwards only): 100 a minute fit 3 of the 8
+    results = _in_two_processes(redis_url, _group(), 4, tpm=100)
+    assert sum(r["calls"] for r in results) == 3
+    assert sum(r["rate_limited"] for r in results) == 5
 
 
 def test_rpm_is_per_process_without_redis():
