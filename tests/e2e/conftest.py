@@ -29,12 +29,15 @@ from pathlib import Path
 import openai
 import pytest
 
-from optillm.upstream.local_model import LocalModel
-from optillm.settings import LOCAL_MODEL_NAME, Settings
+from optillm.settings import Settings
+from optillm.upstream.local_model import MODELS, LocalModel
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS_DIR = ROOT / "tests" / "plugins"
-MODEL = LOCAL_MODEL_NAME
+#: The fast end-to-end tests run on SmolLM2-135M (not the default Qwen2.5-Coder-0.5B, about 3x
+#: slower per token), named explicitly: ``--local-model smollm2-135m``.
+LOCAL_MODEL = "smollm2-135m"
+MODEL = MODELS[LOCAL_MODEL].alias
 START_TIMEOUT = 120.0
 API_KEY = "sk-test"
 
@@ -130,6 +133,7 @@ def clean_env(runtime_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("OPTILLM_") and k not in _FOREIGN_ENV}
     env["XDG_RUNTIME_DIR"] = str(runtime_dir)
+    env["OPTILLM_LOCAL_MODEL"] = LOCAL_MODEL  # also for the gunicorn tests' create_app()
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
@@ -176,9 +180,9 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM,
 
 
 def state_path(runtime_dir: Path, slots: int, ctx_size: int | None = None) -> Path:
-    """Where ``optillm.upstream.local_model`` keeps the state of the default model with these slots."""
+    """Where ``optillm.upstream.local_model`` keeps the state of the tests' model with these slots."""
     ctx = Settings().local_ctx_size if ctx_size is None else ctx_size
-    return runtime_dir / "optillm" / f"{LocalModel(None, slots, ctx).key}.json"
+    return runtime_dir / "optillm" / f"{LocalModel(LOCAL_MODEL, slots, ctx).key}.json"
 
 
 def read_state(path: Path) -> dict:
@@ -235,7 +239,7 @@ def start_proxy(runtime_dir: Path, output: Path, *, log_dir: Path | None = None,
                 slots: int | None = None, plugins: bool = True) -> Proxy:
     """Start ``python -m optillm`` on a free port with the embedded model; waits for health."""
     port = free_port()
-    cmd = [sys.executable, "-m", "optillm", "--port", str(port)]
+    cmd = [sys.executable, "-m", "optillm", "--port", str(port), "--local-model", LOCAL_MODEL]
     if plugins:
         cmd += ["--plugins-dir", str(PLUGINS_DIR)]
     if log_dir is not None:
