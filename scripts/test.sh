@@ -14,4 +14,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     redis-server >/dev/null
 fi
+# The web face's browser tests drive Debian's chromium through Playwright's Python package
+# (tests/e2e/test_playground_browser.py); Playwright's own browser download is never used.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "test: installing chromium (Debian)..."
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    chromium >/dev/null
+fi
 python -m pytest "$@"
