@@ -91,10 +91,12 @@ def http_upstream(settings: Settings, base_url: str | None) -> Upstream:
 
 
 def build_stack(settings: Settings, executor: BoundedExecutor, bottom: Upstream | None, *,
-                gateway: Any = None, cache: Any = None) -> tuple[Upstream, Any]:
+                gateway: Any = None, cache: Any = None, metrics: Any = None
+                ) -> tuple[Upstream, Any]:
     """The wrappers around ``bottom`` in the order the module docstring draws; with a gateway
-    config, the router (one client per endpoint) sits under the cache. Returns the stack and
-    the router (None without model groups)."""
+    config, the router (one client per endpoint) sits under the cache; with ``metrics``
+    (``optillm.web.metrics.RequestMetrics``) a counter of upstream calls sits right under the
+    cache. Returns the stack and the router (None without model groups)."""
     from .upstream.batching import BatchingUpstream
     from .upstream.choices import ChoicesUpstream
     from .upstream.recording import RecordingUpstream
@@ -108,6 +110,10 @@ def build_stack(settings: Settings, executor: BoundedExecutor, bottom: Upstream 
         stack = router
     if stack is None:
         raise ValueError("no upstream: set --base-url, or model_groups in --config")
+    if metrics is not None:
+        from .web.metrics import CountingUpstream
+
+        stack = CountingUpstream(stack, metrics)
     if cache is not None:
         from .upstream.cache import CachingUpstream
 
@@ -153,8 +159,9 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
         LocalModelUnavailable: no upstream is configured and the embedded model cannot run.
     """
     settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .web.request_context import configure_logging
+
+    configure_logging(settings.log, settings.log_format)
     if settings.log != "debug":  # one line per upstream call from the HTTP libraries is noise
         for name in ("httpx", "httpx2", "openai", "urllib3"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -189,7 +196,11 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
     bottom = upstream
     if bottom is None and (base_url or settings.azure_api_base or not routed_only):
         bottom = http_upstream(settings, base_url)
-    stack, router = build_stack(settings, executor, bottom, gateway=gateway, cache=cache)
+    from .web.observability import new_metrics
+
+    metrics = new_metrics(settings.metrics_dir)  # before the stack: it counts upstream calls
+    stack, router = build_stack(settings, executor, bottom, gateway=gateway, cache=cache,
+                                metrics=metrics.request)
     from .web.playground import conversation_logger  # the log files, the traced-requests ring
 
     logger = conversation_logger(settings)
@@ -207,19 +218,20 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions["optillm"] = services
+    app.extensions["optillm.metrics"] = metrics
     from .web.observability import bp as observability_bp
     from .web.responses import bp as responses_bp
     from .web.chat import bp, register_error_handlers
 
+    app.register_blueprint(observability_bp)  # first: request ids before authentication
     app.register_blueprint(bp)
     app.register_blueprint(responses_bp)
     from .web.anthropic import bp as anthropic_bp  # POST /v1/messages (Anthropic's API)
 
     app.register_blueprint(anthropic_bp)
-    app.register_blueprint(observability_bp)  # GET /stats, GET /metrics
     from .web import docs, playground
 
-    docs.register(app)  # GET /openapi.json, /docs (Redoc)
+    docs.register(app)  # GET /openapi.json, /docs/ (Swagger UI)
     playground.register(app)  # GET /, /playground, /playground/logs, /v1/optillm/...
     if settings.cors_origins:  # --cors-allow-origins; off by default
         from flask_cors import CORS

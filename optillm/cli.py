@@ -1,54 +1,33 @@
-"""The ``optillm`` command: start the proxy (development server, or gunicorn with --workers).
+"""The ``optillm`` command: serve the proxy under gunicorn (``--dev``: Flask's dev server).
 
 ``optillm [flags]`` and ``python -m optillm [flags]`` are the same. Every flag also reads
-``OPTILLM_<FLAG>``. Without ``--base-url`` (or Azure settings) the embedded local model starts
-with the proxy and stops with it; with ``--workers N`` the gunicorn master holds it and the N
-gthread workers share it.
+``OPTILLM_<FLAG>``. By default one gevent worker serves (``--workers N``, ``--worker-class
+gthread``; ``optillm.serve``). Without ``--base-url`` (or Azure settings) the embedded local
+model starts with the proxy and stops with it: the gunicorn master holds it and the workers
+share it. ``--version`` prints the version.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from .upstream.local_model import LocalModel, LocalModelUnavailable
 from .settings import Settings
+from .upstream.local_model import LocalModel, LocalModelUnavailable
 
 log = logging.getLogger("optillm")
-
-
-def _run_gunicorn(settings: Settings) -> None:
-    from gunicorn.app.base import BaseApplication
-
-    from .app import create_app
-
-    class _App(BaseApplication):
-        def load_config(self):
-            self.cfg.set("bind", f"{settings.host}:{settings.port}")
-            self.cfg.set("workers", settings.workers)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", max(4, settings.max_parallel_calls))
-            self.cfg.set("timeout", int(settings.upstream_timeout) + 30)
-            self.cfg.set("graceful_timeout", 10)
-            self.cfg.set("loglevel", settings.log)
-            if "control_socket_disable" in self.cfg.settings:
-                # gunicorn >= 23 shares ~/.gunicorn/gunicorn.ctl between instances, and one
-                # instance's start or exit removes another's socket
-                self.cfg.set("control_socket_disable", True)
-
-        def load(self):
-            return create_app(settings)
-
-    _App().run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags and serve until interrupted. Returns the process exit code."""
     settings = Settings.from_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=settings.log.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .web.request_context import configure_logging
+
+    configure_logging(settings.log, settings.log_format)
     local = None
+    master = os.getpid()
     try:
         routed_only = False
         if settings.config:
@@ -65,17 +44,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else settings.port)
         if settings.uses_local_model and not routed_only:
             print("optillm: starting the embedded local model (llama-server)...", flush=True)
-            local = LocalModel(settings.local_model, settings.local_slots,
-                               settings.local_ctx_size)
+            local = LocalModel.from_settings(settings)
             base_url = local.acquire()
             settings = settings.replace(base_url=base_url, model=settings.model or local.alias)
         upstream = settings.base_url or settings.azure_api_base or \
             f"the model groups of {settings.config}"
+        server = "Flask development server" if settings.dev else \
+            f"gunicorn, {settings.workers} {settings.worker_class} " \
+            f"worker{'s' if settings.workers > 1 else ''}"
         print(f"optillm: listening on http://{settings.host}:{settings.port}/v1 "
-              f"(upstream {upstream}, approach {settings.approach}"
-              f"{f', {settings.workers} workers' if settings.workers else ''})", flush=True)
-        if settings.workers > 0:
-            _run_gunicorn(settings)
+              f"(upstream {upstream}, approach {settings.approach}, {server})", flush=True)
+        if not settings.dev:
+            from .serve import run_gunicorn
+
+            run_gunicorn(settings)
         else:
             from .app import create_app
 
@@ -88,15 +70,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # noqa: BLE001 - start-up failures are one line, not a trace
+        from .plan.loader import PluginLoadError
+        from .serve import StartupError
         from .upstream.config import ConfigError
         from .upstream.store import StoreError
-        from .plan.loader import PluginLoadError
 
-        if isinstance(exc, (PluginLoadError, ConfigError, StoreError, OSError)):
+        if isinstance(exc, (PluginLoadError, ConfigError, StoreError, OSError, StartupError)):
             print(f"optillm: error: {exc}", file=sys.stderr)
             return 1
         raise
     finally:
-        if local is not None:
-            local.release()
+        if local is not None and os.getpid() == master:  # gunicorn's forked workers exit
+            local.release()                               # through these frames too
     return 0

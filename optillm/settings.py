@@ -46,7 +46,12 @@ class Settings:
     batch_wait_ms: int = 10
     return_full_response: bool = False
     log: str = "info"
-    workers: int = 0
+    log_format: str = "text"
+    access_log: bool = True
+    workers: int = 1
+    worker_class: str = "gevent"
+    dev: bool = False
+    metrics_dir: str | None = None
     local_model: str | None = None
     local_slots: int = 4
     local_ctx_size: int = 4096
@@ -157,6 +162,8 @@ class Settings:
         values.setdefault("azure_api_key", env.get("AZURE_OPENAI_API_KEY") or None)
         values.setdefault("azure_api_version", env.get("AZURE_API_VERSION") or None)
         values.setdefault("azure_api_base", env.get("AZURE_API_BASE") or None)
+        # prometheus-client's own variable: multiprocess metrics (set by the CLI for gunicorn)
+        values.setdefault("metrics_dir", env.get("PROMETHEUS_MULTIPROC_DIR") or None)
         values["environ"] = dict(env)
         # The user's data and config folders (XDG base directories), for plugins that persist.
         # (unset: ~/.local/share/optillm and ~/.config/optillm, see data_path / config_path)
@@ -173,6 +180,12 @@ class Settings:
             parser.error("--batch-size must be >= 1 and --batch-wait-ms >= 0")
         if settings.local_slots < 1 or settings.max_parallel_calls < 1:
             parser.error("--local-slots and --max-parallel-calls must be >= 1")
+        if settings.workers < 1:
+            parser.error("--workers must be >= 1")
+        if settings.worker_class not in ("gevent", "gthread"):
+            parser.error("--worker-class must be gevent or gthread")
+        if settings.log_format not in ("text", "json"):
+            parser.error("--log-format must be text or json")
         return settings
 
     def to_env(self) -> dict[str, str]:
@@ -185,6 +198,12 @@ class Settings:
             out["OPTILLM_" + f.name.upper()] = str(value).lower() if isinstance(value, bool) \
                 else str(value)
         return out
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,7 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("--return-full-response", action="store_const", const=True,
         help="return the approach's reasoning trace instead of only the answer, where it has one")
     add("--log", choices=["debug", "info", "warning", "error", "critical"], help="log level")
-    add("--workers", type=int, help="run under gunicorn (gthread) with N worker processes")
+    add("--log-format", choices=["text", "json"],
+        help="log lines as text (default) or one JSON object per line")
+    add("--no-access-log", dest="access_log", action="store_const", const=False,
+        help="no access log line per request (gunicorn)")
+    add("--workers", type=int, help="gunicorn worker processes (default 1)")
+    add("--worker-class", choices=["gevent", "gthread"],
+        help="gunicorn worker class (default gevent; gthread runs --max-parallel-calls threads)")
+    add("--dev", action="store_const", const=True,
+        help="Flask's development server instead of gunicorn (one process, not for production)")
+    add("--version", action="version", version=f"optillm {_version()}")
     add("--local-model", help="GGUF file for the embedded llama-server "
                               "(default SmolLM2-135M-Instruct)")
     add("--local-slots", type=int, help="parallel slots of the embedded llama-server (-np)")

@@ -533,6 +533,117 @@ def print_approaches(results: list[ApproachResult], latency_ms: float) -> None:
         print(f"| {label} | {wall * 1000:.0f} | {ratio} | {calls} | {peak} |")
 
 
+# -- the optillm command as served ---------------------------------------------------------
+
+#: ``optillm`` command lines the serving phase measures (label, extra flags).
+SERVING_COMMANDS = [("optillm", []), ("optillm --workers 2", ["--workers", "2"])]
+
+
+def start_cli(stub_url: str, flags: list[str], timeout: float = 30.0) -> Proxy:
+    """``python -m optillm --base-url <stub> --port <free> <flags>`` (the command as a user
+    runs it, access log included); returns once ``/health`` answers.
+
+    Raises: RuntimeError (with its log) when it exits or is not healthy in time.
+    """
+    port = free_port()
+    fd, log_path = tempfile.mkstemp(prefix="bench-cli-", suffix=".log")
+    cmd = [sys.executable, "-m", "optillm", "--base-url", stub_url, "--port", str(port),
+           *flags]
+    with os.fdopen(fd, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=proxy_env(stub_url), stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proxy = Proxy(f"http://127.0.0.1:{port}", proc, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        with contextlib.suppress(OSError, http.client.HTTPException), contextlib.closing(conn):
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return proxy
+        time.sleep(0.1)
+    tail = proxy.log_tail()
+    proxy.stop()
+    raise RuntimeError(f"optillm {' '.join(flags)} did not become healthy "
+                       f"(exit code {proc.poll()}):\n{tail}")
+
+
+@dataclass
+class ServingRow:
+    """One served command's figures: added latency (ms) and req/s per client count."""
+
+    label: str
+    added_p50_ms: float
+    added_p95_ms: float
+    rates: dict[int, float]
+    cpu_ms: dict[int, float | None]
+
+
+def measure_serving(stub: stub_upstream.StubHandle, label: str, flags: list[str],
+                    args: argparse.Namespace, errors: ErrorLog,
+                    stack: contextlib.ExitStack) -> ServingRow:
+    """Start ``optillm <flags>`` over ``stub``: interleaved latency against the stub, then
+    throughput at ``THROUGHPUT_CLIENTS``; stops it."""
+    log(f"serving: {label} ...")
+    proxy = start_cli(stub.url, flags)
+    stack.callback(proxy.stop)
+    try:
+        sample = measure_latency(stub.url, proxy.url + "/v1", args.requests, errors)
+        d, p = sample.direct, sample.proxy
+        added50 = percentile(p, 50) - percentile(d, 50) if d and p else float("nan")
+        added95 = percentile(p, 95) - percentile(d, 95) if d and p else float("nan")
+        rates: dict[int, float] = {}
+        cpu: dict[int, float | None] = {}
+        for clients in THROUGHPUT_CLIENTS:
+            log(f"  throughput: {clients} clients, {label}, {args.seconds:g} s")
+            before = proxy.cpu_seconds()
+            result = measure_throughput(proxy.url + "/v1", clients, args.seconds, errors, label)
+            after = proxy.cpu_seconds()
+            rates[clients] = result.rate
+            cpu[clients] = (after - before) * 1000 / result.requests \
+                if before is not None and after is not None and result.requests else None
+    finally:
+        proxy.stop()
+    return ServingRow(label, added50 * 1000, added95 * 1000, rates, cpu)
+
+
+def print_serving(rows: list[ServingRow], direct: dict[int, float],
+                  direct_p50_ms: float) -> None:
+    print(f"\n### The optillm command as served ({THROUGHPUT_CLIENTS} clients; direct to the "
+          f"stub: p50 {direct_p50_ms:.3f} ms, "
+          f"{' / '.join(f'{direct[c]:,.0f}' for c in THROUGHPUT_CLIENTS)} req/s)\n")
+    heads = " | ".join(f"req/s at {c} (direct)" for c in THROUGHPUT_CLIENTS)
+    print(f"| command | added p50 ms | added p95 ms | {heads} | CPU ms/req at 32 |")
+    print("|---|---:|---:|" + "---:|" * len(THROUGHPUT_CLIENTS) + "---:|")
+    for r in rows:
+        rates = " | ".join(f"{r.rates[c]:,.0f} ({direct[c]:,.0f})" for c in THROUGHPUT_CLIENTS)
+        cpu = r.cpu_ms.get(THROUGHPUT_CLIENTS[-1])
+        print(f"| `{r.label}` | **{r.added_p50_ms:.3f}** | {r.added_p95_ms:.3f} | {rates} "
+              f"| {f'{cpu:.2f}' if cpu is not None else '-'} |")
+
+
+def run_serving(args: argparse.Namespace, stack: contextlib.ExitStack,
+                errors: ErrorLog) -> None:
+    """The serving phase: ``SERVING_COMMANDS`` (plus ``--worker-class gthread`` variants
+    with ``--compare-worker-classes``) against one 0 ms stub, next to the direct figures."""
+    log("serving phase: a 0 ms stub, the optillm command over it...")
+    stub = stack.enter_context(stub_upstream.start_subprocess(latency_ms=0))
+    commands = list(SERVING_COMMANDS)
+    if args.compare_worker_classes:
+        commands += [(f"{label} --worker-class gthread", flags + ["--worker-class", "gthread"])
+                     for label, flags in SERVING_COMMANDS]
+    direct: dict[int, float] = {}
+    for clients in THROUGHPUT_CLIENTS:
+        log(f"  throughput: {clients} clients, direct, {args.seconds:g} s")
+        direct[clients] = measure_throughput(stub.url, clients, args.seconds, errors,
+                                             "direct").rate
+    base = measure_latency(stub.url, stub.url, max(50, args.requests // 3), errors)
+    rows = [measure_serving(stub, label, flags, args, errors, stack)
+            for label, flags in commands]
+    print_serving(rows, direct, percentile(base.direct, 50) * 1000 if base.direct else 0.0)
+    sys.stdout.flush()
+    stub.stop()
+
+
 # -- the run ----------------------------------------------------------------------------------
 
 
@@ -633,8 +744,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="only the fault phase (scripted upstream faults, see run_faults)")
     p.add_argument("--approaches-only", action="store_true",
                    help="skip the passthrough latency and throughput phases")
+    p.add_argument("--serving-only", action="store_true",
+                   help="only the serving phase (the optillm command, default and --workers 2)")
+    p.add_argument("--compare-worker-classes", action="store_true",
+                   help="the serving phase also runs each command with --worker-class gthread")
     args = p.parse_args(argv)
-    args.time_limit = args.time_limit or (900.0 if args.all_approaches else 240.0)
+    args.time_limit = args.time_limit or (900.0 if args.all_approaches else 480.0)
     args.requests = args.requests or (100 if args.quick else 300)
     args.seconds = args.seconds or (2.0 if args.quick else 5.0)
     args.reps = args.reps or (2 if args.quick else 3)
@@ -670,6 +785,9 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, errors: ErrorLog)
     if args.faults_only:
         return run_faults(args, stack, errors)
     if not args.approaches_only:
+        run_serving(args, stack, errors)  # the optillm command, default and --workers 2
+        if args.serving_only:
+            return
         run_passthrough(args, stack, errors)
         run_faults(args, stack, errors)
     log(f"starting a {args.approach_latency_ms:g} ms stub and a proxy over it...")

@@ -33,8 +33,9 @@ from ..errors import (
     UpstreamError,
 )
 from ..plan.planner import parse_plan, plan_for_model
+from .request_context import current_request_id, note_plan
 from .streaming import DONE, event, stream_approach
-from ..types import ChatRequest, Completion, new_id
+from ..types import ChatRequest, Completion
 from ..upstream.base import CallMeta
 
 _loads = orjson.loads  # several times faster than the stdlib's json (a hard dependency)
@@ -65,7 +66,7 @@ def _client_key() -> str | None:
 @bp.before_app_request
 def _authenticate() -> None:
     key = services().settings.optillm_api_key
-    if not key or request.path == "/health":
+    if not key or request.path in ("/health", "/health/readiness"):
         return
     # CORS preflights, and the web face's public pages (``optillm.web.docs.public``)
     if request.method == "OPTIONS" or getattr(
@@ -112,7 +113,7 @@ def chat_completions() -> Response:
     svc = services()
     settings = svc.settings
     raw = request.get_data(cache=False)
-    request_id = new_id("req-")
+    request_id = current_request_id()  # the X-Request-ID of this request
     record = None
     try:
         body = _loads(raw)
@@ -163,6 +164,7 @@ def chat_completions() -> Response:
 
 
 def _meta(request_id: str, settings, record, plan, control=None) -> CallMeta:
+    note_plan(plan.label, plan.model)  # the request metrics' approach and model labels
     if record:
         record.describe(approach=plan.label, model=plan.model)
     on_call = record.add_call if record else None

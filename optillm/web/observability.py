@@ -9,8 +9,16 @@ worker process's own (``pid`` says which): with several gunicorn workers each ke
 
 ``/metrics`` uses ``prometheus-client`` (``pip install 'optillm[gateway]'``) with a
 ``CollectorRegistry`` per app (never the process-global one), filled at scrape time by a
-collector that reads the same snapshot, so the request path pays nothing for metrics. Both
-routes sit behind the proxy key like every route but ``/health``.
+collector that reads the same snapshot, so the request path pays nothing for gateway metrics.
+The request-path figures (``optillm.web.metrics``: requests, latency, upstream calls, tokens)
+are there with or without ``--config``, summed over every gunicorn worker in multiprocess mode.
+Both routes sit behind the proxy key like every route but ``/health*``.
+
+``GET /health/readiness`` answers 200 ``{"status": "ready", "checks": {...}}`` when every
+upstream base URL (or each model group's endpoints, one answering is enough; the embedded
+model alike) answers ``GET <base>/models`` with any status under 500 within 2 s, and Redis
+(when configured) answers PING; else 503 with an OpenAI error object whose message gives the
+reason, and the same ``checks``. ``GET /health`` stays liveness (the process answers).
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app
 
 from ..errors import OptillmError
+from . import metrics as request_metrics
+from . import request_context
 
 bp = Blueprint("optillm_observability", __name__)
 
@@ -63,37 +73,85 @@ def stats() -> Response:
 
 
 class _Metrics:
-    """The app's Prometheus registry, built on first scrape (prometheus-client is optional)."""
+    """The app's Prometheus registry and request metrics (prometheus-client is optional:
+    without it ``request`` is None and ``/metrics`` answers 501)."""
 
-    def __init__(self, app: Flask):
-        self.app = app
+    def __init__(self, multiprocess_dir: str | None = None):
         self.registry: Any = None
+        self.request: request_metrics.RequestMetrics | None = None
+        self.multiprocess_dir: str | None = None
         self._lock = threading.Lock()
+        self._gateway_registered = False
+        try:
+            from prometheus_client import CollectorRegistry, values
+        except ImportError:
+            return
+        if multiprocess_dir and values.ValueClass.__name__ == "MmapedValue":
+            self.multiprocess_dir = multiprocess_dir  # prometheus-client saw the variable
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.request = request_metrics.RequestMetrics(self.registry,
+                                                      self.multiprocess_dir is not None)
 
-    def render(self) -> tuple[bytes, str]:
+    def render(self, app: Flask) -> tuple[bytes, str]:
         try:
             from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
         except ImportError:
             raise OptillmError("GET /metrics needs prometheus-client: "
                                "pip install 'optillm[gateway]'", status=501,
                                type="server_error", code="missing_dependency") from None
-        with self._lock:
-            if self.registry is None:
-                registry = CollectorRegistry(auto_describe=False)
-                registry.register(GatewayCollector(self.app))
-                self.registry = registry
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if self.multiprocess_dir is None:
+            with self._lock:
+                if not self._gateway_registered:
+                    self.registry.register(GatewayCollector(app))
+                    self._gateway_registered = True
+            registry = self.registry
+        else:  # every worker's files, read at scrape time, and this worker's gateway view
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry(auto_describe=False)
+            multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
+            registry.register(GatewayCollector(app))
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def new_metrics(multiprocess_dir: str | None) -> _Metrics:
+    """The metrics state ``create_app`` keeps in ``app.extensions["optillm.metrics"]``
+    (``multiprocess_dir``: ``Settings.metrics_dir``)."""
+    return _Metrics(multiprocess_dir)
 
 
 @bp.record_once
 def _setup(state) -> None:
-    state.app.extensions[_EXTENSION] = _Metrics(state.app)
+    app = state.app
+    services = _services(app)
+    settings = getattr(services, "settings", None)
+    state_ = app.extensions.get(_EXTENSION)
+    if state_ is None:
+        state_ = app.extensions[_EXTENSION] = _Metrics(getattr(settings, "metrics_dir", None))
+    request_context.install(app)
+    if state_.request is not None:
+        request_metrics.install(app, state_.request)
 
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    body, content_type = current_app.extensions[_EXTENSION].render()
+    body, content_type = current_app.extensions[_EXTENSION].render(current_app)
     return Response(body, content_type=content_type)
+
+
+@bp.get("/health/readiness")
+def readiness() -> Response:
+    from .readiness import check
+
+    ready, checks = check(_services(current_app))
+    if ready:
+        body: dict[str, Any] = {"status": "ready", "checks": checks}
+        return Response(json.dumps(body), status=200, content_type="application/json")
+    reason = "; ".join(f"{name}: {c['detail']}" for name, c in checks.items() if not c["ok"])
+    err = OptillmError(f"not ready: {reason}", status=503, type="server_error",
+                       code="not_ready")
+    body = {**err.to_dict(), "status": "not ready", "checks": checks}
+    return Response(json.dumps(body), status=503, content_type="application/json")
 
 
 class GatewayCollector:

@@ -1,0 +1,195 @@
+"""Serving under gunicorn: the application the ``optillm`` command runs, its hooks and loggers.
+
+``run_gunicorn(settings)`` serves ``create_app(settings)`` with ``settings.workers`` workers of
+``settings.worker_class`` (``gevent`` by default: about twice gthread's throughput at equal
+latency on 2 cores, see README "Running it"; ``gthread`` runs ``--max-parallel-calls``
+threads, at least 4). Settings reach the workers as the value itself (each worker builds its
+app from it after the fork), never through the environment.
+
+Metrics: before any worker starts, ``prepare_metrics_dir`` points ``PROMETHEUS_MULTIPROC_DIR``
+at a fresh folder (or empties the one the operator set), so every worker's request metrics
+land in files that a scrape on any worker sums; ``child_exit`` marks a dead worker's files,
+and the master removes a folder it made when it exits.
+
+Logs: the access log (one line per request, with its ``X-Request-ID``) goes to stderr unless
+``--no-access-log``; with ``--log-format json`` gunicorn's own and the access lines are JSON
+objects too (``JsonLogger``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from .settings import Settings
+
+#: The text access line: client, request line, status, bytes, milliseconds, request id.
+ACCESS_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+
+
+def worker_class(requested: str) -> str:
+    """``requested`` when it can run here; ``gthread`` when gevent is not installed."""
+    if requested == "gevent":
+        try:
+            import gevent  # noqa: F401
+        except ImportError:
+            logging.getLogger("optillm").warning(
+                "gevent is not installed: serving with gthread (pip install gevent)")
+            return "gthread"
+    return requested
+
+
+def prepare_metrics_dir(current: str | None) -> tuple[str, bool]:
+    """The folder for multiprocess metrics: ``current`` emptied of old ``*.db`` files, or a new
+    temporary one. Returns ``(path, made_here)``."""
+    if current:
+        os.makedirs(current, exist_ok=True)
+        for name in os.listdir(current):
+            if name.endswith(".db"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(current, name))
+        return current, False
+    return tempfile.mkdtemp(prefix="optillm-metrics-"), True
+
+
+def _gevent_worker_class() -> Any:
+    """gunicorn's gevent worker, with the imports that break under monkey-patching done
+    first: ``trio`` (imported by httpcore2, under the ``openai`` SDK) builds a class from
+    ``select.epoll`` at import time, and gevent's patched ``select`` has no ``epoll``."""
+    from gunicorn.workers.ggevent import GeventWorker
+
+    class Worker(GeventWorker):
+        def patch(self):
+            with contextlib.suppress(ImportError, NotImplementedError):
+                import trio  # noqa: F401
+            super().patch()
+
+    Worker.__name__ = Worker.__qualname__ = "OptillmGeventWorker"
+    return Worker
+
+
+def _json_logger_class() -> Any:
+    from gunicorn import glogging
+
+    from .web.request_context import RequestIdFilter, json_formatter
+
+    class JsonLogger(glogging.Logger):
+        """gunicorn's logger with JSON lines: its own messages and one object per access."""
+
+        def setup(self, cfg):
+            super().setup(cfg)
+            for handler in self.error_log.handlers:
+                handler.setFormatter(json_formatter())
+                handler.addFilter(RequestIdFilter())
+
+        def access(self, resp, req, environ, request_time):
+            if not self.access_log_enabled:
+                return
+            atoms = self.atoms(resp, req, environ, request_time)
+            line = {"time": self.now(), "level": "INFO", "logger": "gunicorn.access",
+                    "remote": atoms["h"], "method": atoms["m"], "path": atoms["U"],
+                    "query": atoms["q"] or None, "status": int(atoms["s"]),
+                    "bytes": atoms["B"], "duration_ms": atoms["D"] / 1000,
+                    "user_agent": atoms["a"], "request_id": atoms.get("{x-request-id}o")}
+            try:
+                self.access_log.info(json.dumps(line, default=str))
+            except Exception:  # noqa: BLE001 - as gunicorn's own access(): never fail a request
+                self.error(f"failed to log access line {line!r}")
+
+    return JsonLogger
+
+
+class StartupError(RuntimeError):
+    """A worker could not build the app (a plugin, the config, the store); the message is the
+    one line the worker reported."""
+
+
+def run_gunicorn(settings: Settings) -> None:
+    """Serve until the master is stopped (SIGTERM: graceful; SIGINT: quick).
+
+    Raises:
+        StartupError: a worker failed to build the app (PluginLoadError, ConfigError,
+            StoreError, LocalModelUnavailable, OSError); the master has stopped.
+        SystemExit: gunicorn halted for another reason.
+    """
+    from gunicorn.app.base import BaseApplication
+
+    kind = worker_class(settings.worker_class)
+    metrics_dir, made = prepare_metrics_dir(settings.metrics_dir)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # read by prometheus-client on import
+    settings = settings.replace(metrics_dir=metrics_dir, worker_class=kind)
+
+    def child_exit(server, worker) -> None:
+        try:
+            from prometheus_client import multiprocess
+        except ImportError:
+            return
+        multiprocess.mark_process_dead(worker.pid, metrics_dir)
+
+    def on_exit(server) -> None:
+        if made:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+    class _App(BaseApplication):
+        def load_config(self):
+            cfg = self.cfg
+            cfg.set("bind", f"{settings.host}:{settings.port}")
+            cfg.set("workers", settings.workers)
+            cfg.set("worker_class", _gevent_worker_class() if kind == "gevent" else kind)
+            if kind == "gthread":
+                cfg.set("threads", max(4, settings.max_parallel_calls))
+            cfg.set("timeout", int(settings.upstream_timeout) + 30)
+            cfg.set("graceful_timeout", 10)
+            cfg.set("keepalive", 5)
+            cfg.set("loglevel", settings.log)
+            cfg.set("child_exit", child_exit)
+            cfg.set("on_exit", on_exit)
+            if settings.access_log:
+                cfg.set("accesslog", "-")
+                cfg.set("access_log_format", ACCESS_FORMAT)
+            if settings.log_format == "json":
+                cfg.set("logger_class", _json_logger_class())
+            if "control_socket_disable" in cfg.settings:
+                # gunicorn >= 23 shares ~/.gunicorn/gunicorn.ctl between instances, and one
+                # instance's start or exit removes another's socket
+                cfg.set("control_socket_disable", True)
+
+        def load(self):
+            from .app import create_app
+            from .plan.loader import PluginLoadError
+            from .upstream.config import ConfigError
+            from .upstream.local_model import LocalModelUnavailable
+            from .upstream.store import StoreError
+
+            try:
+                return create_app(settings)
+            except (PluginLoadError, ConfigError, StoreError, LocalModelUnavailable,
+                    OSError) as exc:  # one line for the master to print, no trace
+                from gunicorn.errors import AppImportError
+
+                with open(error_path, "w") as fh:
+                    fh.write(str(exc))
+                raise AppImportError(str(exc)) from None  # the master halts: no respawns
+
+    fd, error_path = tempfile.mkstemp(prefix="optillm-startup-")
+    os.close(fd)
+    master = os.getpid()
+    try:
+        _App().run()
+    except SystemExit:
+        if os.getpid() != master:  # a forked worker leaving through these frames
+            raise
+        with open(error_path) as fh:
+            message = fh.read().strip()
+        if message:
+            raise StartupError(message) from None
+        raise
+    finally:
+        if os.getpid() == master:
+            with contextlib.suppress(OSError):
+                os.unlink(error_path)
