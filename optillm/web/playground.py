@@ -28,7 +28,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flask import Blueprint, Response, redirect, request, send_from_directory
+from flask import (
+    Blueprint,
+    Response,
+    has_request_context,
+    redirect,
+    request,
+    send_from_directory,
+)
 
 from .. import __version__
 from ..errors import BadRequestError, NotFoundError
@@ -48,8 +55,6 @@ MAX_LIMIT = 500
 
 
 def _wants_trace() -> bool:
-    from flask import has_request_context
-
     return has_request_context() and request.headers.get(TRACE_HEADER, "") in ("1", "true")
 
 

@@ -26,6 +26,8 @@ from optillm.app import create_app
 from optillm.settings import Settings
 from tests.fakes import FakeUpstream
 
+from .conftest import MODEL
+
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = os.environ.get("OPTILLM_CHROMIUM", "/usr/bin/chromium")
@@ -239,7 +241,7 @@ def test_two_approaches_side_by_side_on_the_embedded_model(page, proxy):
     """Zero configuration: the page picks the embedded model as the base model itself."""
     columns = run_side_by_side(page, proxy.url, ["none", "re2"], "Name a colour.",
                                max_tokens="24")
-    assert page.locator("#model").input_value() == "SmolLM2-135M-Instruct"
+    assert page.locator("#model").input_value() == MODEL  # the embedded model's name
     for slug, column in columns.items():
         f = column_facts(column)
         assert f["status"] == "done" and f["answer"].strip(), (slug, f)
