@@ -231,7 +231,7 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
     app.register_blueprint(anthropic_bp)
     from .web import docs, playground
 
-    docs.register(app)  # GET /openapi.json, /docs/ (Swagger UI)
+    docs.register(app)  # GET /openapi.json, /docs (Redoc)
     playground.register(app)  # GET /, /playground, /playground/logs, /v1/optillm/...
     if settings.cors_origins:  # --cors-allow-origins; off by default
         from flask_cors import CORS
