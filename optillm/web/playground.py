@@ -19,12 +19,16 @@ Data (proxy key required, OpenAI error objects):
 - ``GET /v1/optillm/requests?limit=&approach=&status=ok|error``: recent records, newest first.
 - ``GET /v1/optillm/requests/<request_id>``: one record (404 until the request has finished).
 
+The records hold every client's prompts: a proxy without a key serves them to loopback
+clients only (403 ``records_need_a_key`` to others).
+
 Records come from ``optillm.web.traces``: the log files with ``--log-conversations``, else a
 small in-memory ring of the requests that sent ``X-Optillm-Trace: 1`` (the playground's).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Any
 
@@ -38,7 +42,7 @@ from flask import (
 )
 
 from .. import __version__
-from ..errors import BadRequestError, NotFoundError
+from ..errors import BadRequestError, NotFoundError, OptillmError
 from ..upstream.conversation_log import ConversationLogger
 from .chat import json_response, services
 from .docs import approach_options_schema, public
@@ -67,7 +71,19 @@ def conversation_logger(settings: Any) -> TracingLogger:
 
 
 def _logger() -> TracingLogger | None:
-    logger = services().conversation_logger
+    """The app's logger, once the caller may read records: they hold every client's prompts,
+    so a proxy without a key shows them to loopback clients only (403 otherwise)."""
+    svc = services()
+    if not svc.settings.optillm_api_key:
+        try:
+            loopback = ipaddress.ip_address(request.remote_addr or "").is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise OptillmError("conversation records are served to other machines only when "
+                               "the proxy has a key (--optillm-api-key)", status=403,
+                               type="permission_error", code="records_need_a_key")
+    logger = svc.conversation_logger
     return logger if isinstance(logger, TracingLogger) else None
 
 
@@ -120,11 +136,10 @@ def approaches() -> Response:
         data.append({"id": slug, "description": approach.description,
                      "streams": approach.streams,
                      "options": approach_options_schema(approach.options)})
-    logger = _logger()
     return json_response({"object": "list", "data": data,
                           "default_model": svc.settings.model,
                           "default_approach": svc.settings.approach,
-                          "conversation_log": bool(logger and logger.files is not None)})
+                          "conversation_log": svc.settings.log_conversations})
 
 
 def _status(record: dict[str, Any]) -> str:

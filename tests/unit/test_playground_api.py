@@ -83,6 +83,22 @@ def test_data_routes_need_the_key_pages_do_not(make_app):
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
 
 
+def test_records_without_a_key_are_for_loopback_clients_only(make_app):
+    remote = {"REMOTE_ADDR": "192.0.2.7"}
+    open_app = make_app().test_client()
+    ask(open_app, "r-1", headers=TRACE)
+    for path in ("/v1/optillm/requests/r-1", "/v1/optillm/requests"):
+        response = open_app.get(path, environ_base=remote)
+        assert response.status_code == 403, path
+        assert response.get_json()["error"]["code"] == "records_need_a_key"
+        assert open_app.get(path).status_code == 200, path  # the test client is 127.0.0.1
+    keyed = make_app(optillm_api_key="sk-p").test_client()
+    key = {"Authorization": "Bearer sk-p"}
+    ask(keyed, "r-2", headers={**TRACE, **key})
+    assert keyed.get("/v1/optillm/requests/r-2", headers=key, environ_base=remote
+                     ).status_code == 200  # with a key, the key decides
+
+
 def test_approaches_route_lists_options(client):
     body = client.get("/v1/optillm/approaches").get_json()
     by_id = {a["id"]: a for a in body["data"]}
