@@ -7,10 +7,10 @@ import threading
 import pytest
 
 from optillm.approaches.council import aggregate, parse_ranking
-from optillm.plan.model_names import council_slash as parse_model
 from optillm.errors import BadRequestError
-from optillm.types import SINGLE, Plan
 from optillm.plan.loader import build_registry
+from optillm.plan.model_names import council_slash as parse_model
+from optillm.types import SINGLE, Plan
 
 from ..conftest import chat
 from ..fakes import FakeUpstream, words

@@ -8,8 +8,6 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
-
 from optillm.plugins.compact import estimate_tokens, split_turns
 from optillm.types import Message
 from optillm.upstream.base import NO_META

@@ -9,11 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from optillm.approaches.wait import WAIT_PROMPT
-from optillm.plan.model_names import wait_suffix as parse_model
 from optillm.errors import BadRequestError, CapabilityError, NotFoundError
-from optillm.types import SINGLE, Plan
 from optillm.plan.loader import build_registry
-from optillm.types import Message
+from optillm.plan.model_names import wait_suffix as parse_model
+from optillm.types import SINGLE, Message, Plan
 from optillm.upstream.openai_client import OpenAIUpstream
 
 from ..conftest import chat
