@@ -145,7 +145,7 @@ def test_two_approaches_side_by_side_against_a_stub(page, stub):
         assert f["answer"] == "The answer is 391.", (slug, f)
         assert int(f["prompt"]) > 0 and int(f["completion"]) > 0, (slug, f)
         assert f["traces"] >= 1 and int(f["calls"]) == f["traces"], (slug, f)
-    assert facts["bon"]["calls"] == "4"  # 3 candidates in one call with n=3, then 3 ratings
+    assert int(facts["bon"]["calls"]) >= 2 and int(facts["moa"]["calls"]) >= 2  # multi-call
     # side by side: both columns on one row
     boxes = [columns[s].bounding_box() for s in ("bon", "moa")]
     assert abs(boxes[0]["y"] - boxes[1]["y"]) < 2 and boxes[0]["x"] < boxes[1]["x"]
