@@ -149,3 +149,37 @@ def test_document_is_built_once_per_app(make_app, monkeypatch):
     first = client.get("/openapi.json").data
     monkeypatch.setattr(docs, "_load_yaml", lambda path: pytest.fail("loaded again"))
     assert client.get("/openapi.json").data == first
+
+
+def _validator(document: dict, name: str):
+    """A JSON Schema validator for ``components.schemas[name]`` of the served document
+    (OpenAI's 3.0-style ``nullable`` read as a null alternative, as tests/conftest.py does)."""
+    import jsonschema
+
+    from ..conftest import _nullable
+
+    schema = {"$ref": f"#/components/schemas/{name}",
+              "components": {"schemas": _nullable(document["components"]["schemas"])}}
+    return jsonschema.Draft202012Validator(schema)
+
+
+def test_optillm_bodies_and_answers_match_the_documented_schemas(client, fake, document):
+    request = {"model": "fake", "messages": [{"role": "user", "content": "2+2?"}],
+               "optillm_approach": "bon", "best_of_n": 2, "max_upstream_calls": 5,
+               "cache": {"no-store": True}}
+    _validator(document, "OptillmChatCompletionRequest").validate(request)
+    errors = list(_validator(document, "OptillmChatCompletionRequest").iter_errors(
+        {**request, "optillm_approach": 5, "max_total_tokens": 0}))
+    assert {e.path[-1] for e in errors if e.path} >= {"optillm_approach", "max_total_tokens"}
+    fake.default = "4"
+    answer = client.post("/v1/chat/completions", json=request,
+                         headers={"X-Optillm-Trace": "1", "X-Request-ID": "doc-1"}).get_json()
+    assert "optillm_votes" in answer["choices"][0]
+    _validator(document, "OptillmChatCompletionResponse").validate(answer)
+    models = client.get("/v1/models").get_json()
+    _validator(document, "ListModelsResponse").validate(models)
+    approaches = client.get("/v1/optillm/approaches").get_json()
+    _validator(document, "OptillmApproachList").validate(approaches)
+    record = client.get("/v1/optillm/requests/doc-1").get_json()
+    _validator(document, "OptillmConversationRecord").validate(record)
+    assert record["provider_calls"]
