@@ -203,7 +203,8 @@ class Column {
         el("pre", {class: "text"}, pretty(extras))));
     }
     this.trace.replaceChildren(record ? renderTrace(record)
-      : el("p", {class: "hint"}, "No trace: the record was not found."));
+      : el("p", {class: "hint"}, "No trace: the record was not found (under several workers " +
+        "with conversation logging off, another worker may hold it: run with --log-conversations)."));
   }
 
   async fetchRecord() {
