@@ -279,6 +279,9 @@ class CliAgentRouter(UpstreamWrapper):
                        meta: CallMeta = NO_META) -> str:
         return self._for(model).apply_template(messages, model, meta)
 
+    def count_tokens(self, text: str, model: str, meta: CallMeta = NO_META) -> int:
+        return self._for(model).count_tokens(text, model, meta)
+
     def models(self, meta: CallMeta = NO_META) -> list[dict[str, Any]]:
         return self.inner.models(meta) + self.agents.models(meta)
 

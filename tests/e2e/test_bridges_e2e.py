@@ -45,6 +45,14 @@ def test_anthropic_sdk_runs_an_approach_on_the_embedded_model(proxy):
         calls[0]["provider_request"]["messages"])
     assert message.usage.input_tokens == calls[0]["response"]["usage"]["prompt_tokens"]
     assert message.usage.output_tokens == calls[0]["response"]["usage"]["completion_tokens"]
+    plain = client.messages.create(
+        model=MODEL, max_tokens=8, system="Answer in one short sentence.",
+        messages=[{"role": "user", "content": "What colour is the sky?"}])
+    counted = client.messages.with_raw_response.count_tokens(
+        model=MODEL, system="Answer in one short sentence.",
+        messages=[{"role": "user", "content": "What colour is the sky?"}])
+    assert counted.headers["X-Optillm-Token-Count"] == "tokenizer"  # llama-server's own
+    assert counted.parse().input_tokens == plain.usage.input_tokens
     with client.messages.stream(model=MODEL, max_tokens=16, metadata={"user_id": user + "s"},
                                 messages=[{"role": "user", "content": "Say hello."}]) as s:
         text = "".join(s.text_stream)
