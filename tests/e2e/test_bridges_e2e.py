@@ -3,11 +3,26 @@ proxy, and optillm as LiteLLM's provider with the embedded llama-server as LiteL
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
+import openai
 import pytest
 
 from optillm.settings import prepare_litellm_import
 
-from .conftest import API_KEY, MODEL, wait_until
+from .conftest import (
+    API_KEY,
+    LOCAL_MODEL,
+    MODEL,
+    ROOT,
+    clean_env,
+    free_port,
+    stop_process,
+    wait_healthy,
+    wait_until,
+)
 from .helpers import assert_usage_is_the_sum, marker, provider_calls
 
 anthropic = pytest.importorskip("anthropic")
@@ -90,8 +105,6 @@ def test_litellm_provider_runs_an_approach_on_the_embedded_model(proxy):
 def test_chat_baseline_usage_is_the_sum(proxy):
     """The proxy's own chat path on the same model, for comparison with the bridges above:
     its usage is the sum of its logged calls (the shared helper the other e2e tests use)."""
-    import openai
-
     user = marker("bridges-baseline")
     client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=API_KEY, max_retries=0,
                            timeout=180.0)
@@ -99,3 +112,34 @@ def test_chat_baseline_usage_is_the_sum(proxy):
         model=f"re2-{MODEL}", max_tokens=16, user=user,
         messages=[{"role": "user", "content": "Say hello."}])
     assert_usage_is_the_sum(completion, provider_calls(proxy, user))
+
+
+def test_cli_agent_is_a_council_member_beside_the_embedded_model(proxy, runtime_dir, tmp_path):
+    """A second proxy (same runtime folder: it attaches to the running model server) whose
+    config has a CLI agent; the council mixes the agent and the embedded model."""
+    config = tmp_path / "optillm.yaml"
+    agent = ROOT / "tests" / "agents" / "toy_agent.py"
+    config.write_text(json.dumps({"cli_agents": {"toy": {
+        "command": [sys.executable, str(agent), "--mode", "council"], "timeout": 60}}}))
+    port = free_port()
+    output = tmp_path / "proxy.out"
+    with open(output, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "optillm", "--port", str(port),
+                                 "--local-model", LOCAL_MODEL, "--config", str(config)],
+                                cwd=ROOT, env=clean_env(runtime_dir), stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, output)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY,
+                               max_retries=0, timeout=300.0)
+        answer = client.chat.completions.create(
+            model=f"council-{MODEL}", max_tokens=24,
+            messages=[{"role": "user", "content": "What is 2+2?"}],
+            extra_body={"council_models": ["cli/toy", MODEL]})
+        meta = answer.choices[0].model_extra["council_metadata"]
+        members = {m["model"]: m for m in meta["members"]}
+        assert members["cli/toy"]["answer"] == "The agent's opinion: 4"
+        assert members[MODEL]["answer"].strip()
+        assert answer.choices[0].message.content.strip()
+    finally:
+        stop_process(proc)
