@@ -177,7 +177,7 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
     base_url = settings.base_url
     routed_only = gateway is not None and bool(gateway.model_groups)
     if upstream is None and settings.uses_local_model and not routed_only:
-        local = LocalModel(settings.local_model, settings.local_slots, settings.local_ctx_size)
+        local = LocalModel.from_settings(settings)
         base_url = local.acquire()
         if not settings.model:
             settings = settings.replace(model=local.alias)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 #: The model name the embedded local model is served under.
-LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
+LOCAL_MODEL_NAME = "Qwen2.5-Coder-0.5B-Instruct"
 
 
 def _bool(value: Any) -> bool:
@@ -55,6 +55,12 @@ class Settings:
     local_model: str | None = None
     local_slots: int = 4
     local_ctx_size: int = 4096
+    #: where the embedded model's assembled weights are kept (``$XDG_CACHE_HOME/optillm/models``,
+    #: else ``~/.cache/optillm/models``) and the base of its state files (``$XDG_RUNTIME_DIR``)
+    model_cache_dir: str | None = None
+    runtime_dir: str | None = None
+    #: a learned router table (``optillm-eval fit-router``): ``auto`` then routes through it
+    router_table: str | None = None
     config: str | None = None
     cepo_config: str | None = None
     data_dir: str | None = None
@@ -82,6 +88,10 @@ class Settings:
     environ: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False,
                                                    compare=False)
 
+    def __post_init__(self) -> None:
+        if self.router_table and self.approach == "auto":  # auto = the learned router's pick
+            object.__setattr__(self, "approach", "router")
+
     @property
     def private_networks(self) -> bool | tuple[str, ...]:
         """``--allow-private-urls`` for ``optillm.toolkit.net.fetch``: False (none, the default), True
@@ -102,6 +112,12 @@ class Settings:
     def data_path(self) -> str:
         """The data folder (``--data-dir``; ``~/.local/share/optillm`` when unset)."""
         return os.path.expanduser(self.data_dir or "~/.local/share/optillm")
+
+    @property
+    def models_path(self) -> str:
+        """The embedded model's weights folder (``--model-cache-dir``; default
+        ``~/.cache/optillm/models``), never inside site-packages."""
+        return os.path.expanduser(self.model_cache_dir or "~/.cache/optillm/models")
 
     @property
     def config_path(self) -> str:
@@ -171,6 +187,10 @@ class Settings:
             values.setdefault("data_dir", os.path.join(env["XDG_DATA_HOME"], "optillm"))
         if env.get("XDG_CONFIG_HOME"):
             values.setdefault("config_dir", os.path.join(env["XDG_CONFIG_HOME"], "optillm"))
+        if env.get("XDG_CACHE_HOME"):
+            values.setdefault("model_cache_dir", os.path.join(env["XDG_CACHE_HOME"], "optillm",
+                                                              "models"))
+        values.setdefault("runtime_dir", env.get("XDG_RUNTIME_DIR") or None)
         if values.get("base_url") is None and env.get("OPENAI_BASE_URL"):
             values["base_url"] = env["OPENAI_BASE_URL"]
         settings = cls(**{k: v for k, v in values.items() if v is not None})
@@ -241,10 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dev", action="store_const", const=True,
         help="Flask's development server instead of gunicorn (one process, not for production)")
     add("--version", action="version", version=f"optillm {_version()}")
-    add("--local-model", help="GGUF file for the embedded llama-server "
-                              "(default SmolLM2-135M-Instruct)")
+    add("--local-model", help="the embedded llama-server's model: a GGUF file or a short name, "
+                              "qwen2.5-coder-0.5b (the default) or smollm2-135m")
     add("--local-slots", type=int, help="parallel slots of the embedded llama-server (-np)")
     add("--local-ctx-size", type=int, help="context size per slot of the embedded llama-server")
+    add("--model-cache-dir", help="folder of the embedded model's assembled weights (default "
+                                  "$XDG_CACHE_HOME/optillm/models or ~/.cache/optillm/models)")
+    add("--router-table", help="router table learned by 'optillm-eval fit-router': 'auto' (and "
+                               "the router plugin) choose the approach by it")
     add("--config", help="gateway YAML: model_groups, general_settings, profiles")
     add("--cepo-config", help="YAML of cepo's defaults (cepo_* option names, prefix optional); "
                               "request fields still win")

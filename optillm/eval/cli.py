@@ -3,12 +3,21 @@
 Run::
 
     optillm-eval --dataset gsm8k --limit 50 --seed 0 --approaches none,re2,moa \\
-        --model SmolLM2-135M-Instruct --base-url http://localhost:8000/v1 \\
+        --model Qwen2.5-Coder-0.5B-Instruct --base-url http://localhost:8000/v1 \\
         --option k=3 --max-tokens 512 --output results.jsonl
+
+Splits (``--split``): ``test`` is the first ``TEST_SIZE`` (200) problems of each dataset's
+seed-0 shuffle, for reporting; ``dev`` is every problem after the first ``DEV_START`` (300) of
+the same shuffle, for tuning defaults; they never overlap (100 problems sit between them).
+``--limit`` then takes the first N of the split; each record notes its ``split``.
 
 Report::
 
     optillm-eval report results.jsonl --out docs/results.md --plot docs/results.png
+
+Router (``optillm.eval.router_fit``)::
+
+    optillm-eval fit-router results.jsonl [more.jsonl] --max-tokens-per-query 1500 -o router.yaml
 
 ``main(argv=None) -> int`` returns the exit status: 0 done, 1 some requests failed (they are
 retried by the next run), 2 bad arguments.
@@ -17,15 +26,20 @@ retried by the next run), 2 bad arguments.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import datasets, report, runner
+from ..settings import LOCAL_MODEL_NAME
+from . import datasets, pareto, report, runner
 
 DEFAULT_BASE_URL = "http://localhost:8000/v1"
+#: The splits: test = the first TEST_SIZE of the seed-0 shuffle, dev = after DEV_START.
+SPLIT_SEED, TEST_SIZE, DEV_START = 0, 200, 300
+SPLITS = ("dev", "test")
 
 
 def parse_option(text: str) -> tuple[str, Any]:
@@ -61,6 +75,23 @@ def select(problems: Sequence[datasets.Problem], limit: int | None, seed: int | 
     return chosen[:limit] if limit is not None else chosen
 
 
+def split(problems: Sequence[datasets.Problem], name: str) -> list[datasets.Problem]:
+    """The ``dev`` or ``test`` split of one dataset's problems (see the module docstring), each
+    problem marked with its split, in the shuffled order.
+
+    Raises: ValueError for an unknown split, or a dataset too small to have a dev split.
+    """
+    if name not in SPLITS:
+        raise ValueError(f"unknown split {name!r}; choose from {', '.join(SPLITS)}")
+    shuffled = random.Random(SPLIT_SEED).sample(list(problems), len(problems))
+    chosen = shuffled[:TEST_SIZE] if name == "test" else shuffled[DEV_START:]
+    if not chosen:
+        raise ValueError(f"{problems[0].dataset if problems else 'the dataset'} has "
+                         f"{len(problems)} problems: no dev split (it starts after "
+                         f"{DEV_START})")
+    return [dataclasses.replace(p, split=name) for p in chosen]
+
+
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="optillm-eval",
@@ -70,10 +101,15 @@ def _run_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated: {', '.join(datasets.DATASETS)} (default gsm8k)")
     p.add_argument("--limit", type=int, help="at most this many problems per dataset")
     p.add_argument("--seed", type=int, help="take a seeded random slice (default: the first)")
+    p.add_argument("--split", choices=SPLITS,
+                   help=f"test: the first {TEST_SIZE} of the seed-{SPLIT_SEED} shuffle (report);"
+                        f" dev: the problems after its first {DEV_START} (tuning); not with "
+                        f"--seed")
     p.add_argument("--approaches", default="none",
                    help="comma-separated approach slugs, none = the plain model (default none);"
                         " label=slug records a slug under its own name (deepconf_online=deepconf)")
-    p.add_argument("--model", default="SmolLM2-135M-Instruct", help="the base model")
+    p.add_argument("--model", default=LOCAL_MODEL_NAME,
+                   help=f"the base model (default {LOCAL_MODEL_NAME}, the embedded one)")
     p.add_argument("--base-url", default=DEFAULT_BASE_URL,
                    help=f"any OpenAI-compatible endpoint (default {DEFAULT_BASE_URL})")
     p.add_argument("--api-key", help="its API key (default: OPENAI_API_KEY, else none)")
@@ -98,6 +134,8 @@ def _report_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the markdown here (default: print it)")
     p.add_argument("--plot", help="save a PNG of accuracy against tokens here")
     p.add_argument("--baseline", default="none", help="approach compared against (default none)")
+    p.add_argument("--mixed", help="comma-separated datasets pooled into the 'mixed' group of "
+                                   "the Pareto table (default: every dataset in the file)")
     return p
 
 
@@ -125,13 +163,16 @@ def run_main(argv: Sequence[str]) -> int:
                                  f"{', '.join(datasets.DATASETS)}")
         if args.limit is not None and args.limit < 1:
             raise ValueError("--limit must be >= 1")
+        if args.split and args.seed is not None:
+            raise ValueError("--split has its own fixed shuffle; leave out --seed")
         config = runner.RunConfig(
             model=args.model,
             approaches=tuple(a.strip() for a in args.approaches.split(",") if a.strip()),
             max_tokens=args.max_tokens, temperature=args.temperature,
             options=dict(args.option), concurrency=args.concurrency, timeout=args.timeout)
         problems = [p for name in names
-                    for p in select(datasets.load(name), args.limit, args.seed)]
+                    for p in (split(datasets.load(name), args.split)[:args.limit] if args.split
+                              else select(datasets.load(name), args.limit, args.seed))]
     except (ValueError, datasets.DatasetUnavailable) as exc:
         parser.error(str(exc))  # exits with status 2
     client = make_client(args.base_url, args.api_key, args.timeout)
@@ -158,7 +199,10 @@ def report_main(argv: Sequence[str]) -> int:
     args = _report_parser().parse_args(argv)
     records = runner.read_results(args.results)
     rows, pairs = report.summarize(records), report.compare(records, args.baseline)
-    text = report.markdown(rows, pairs)
+    mixed = pareto.mixed_rows(records, [d.strip() for d in args.mixed.split(",") if d.strip()]
+                              if args.mixed else None)
+    points = pareto.frontier(rows + mixed)
+    text = report.markdown(rows, pairs) + "\n" + pareto.markdown(points)
     if args.out:
         from pathlib import Path
 
@@ -167,7 +211,7 @@ def report_main(argv: Sequence[str]) -> int:
     else:
         sys.stdout.write(text)
     if args.plot:
-        report.plot(rows, args.plot)
+        pareto.plot(points, args.plot)
     return 0
 
 
@@ -176,4 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["report"]:
         return report_main(argv[1:])
+    if argv[:1] == ["fit-router"]:
+        from .router_fit import main as fit_main
+
+        return fit_main(argv[1:])
     return run_main(argv)

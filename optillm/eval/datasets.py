@@ -48,6 +48,9 @@ class Problem:
         answer_format: ``number``, ``choice``, ``math`` or ``code`` (see ``scoring``).
         extra: what scoring needs besides ``gold`` (HumanEval: ``prompt``, ``test``,
             ``entry_point``).
+        system: the eval's system message, sent before ``prompt`` ("" for none): word
+            problems get ``WORD_PROBLEM_SYSTEM``, so a model reasons before it answers.
+        split: ``dev`` or ``test`` when the problem was taken from a split (``cli.split``).
     """
 
     dataset: str
@@ -56,12 +59,21 @@ class Problem:
     gold: str
     answer_format: str
     extra: Mapping[str, Any] = field(default_factory=dict)
+    system: str = ""
+    split: str | None = None
 
 
 NUMBER_INSTRUCTION = ("Solve the problem step by step. End your reply with a line of the form "
                       "\"The answer is N\", where N is the final number.")
 MATH_INSTRUCTION = ("Solve the problem step by step. Put the final answer in \\boxed{} at the "
                     "end of your reply.")
+#: The system message of word problems (GSM8K, ASDiv). Without it a small instruct model
+#: answers at once (Qwen2.5-Coder-0.5B: 37 completion tokens, 5% of 40 GSM8K problems); told to
+#: reason first it works the problem out (about 240 tokens) and ends on a line the "number"
+#: extraction reads.
+WORD_PROBLEM_SYSTEM = ("Reason step by step: work out each quantity the problem needs, one "
+                       "calculation per line, and only then give the final answer on a last "
+                       "line of the form \"The answer is N\", where N is a number.")
 CHOICE_INSTRUCTION = ("Choose the correct option. End your reply with a line of the form "
                       "\"The answer is X\", where X is the letter of the option.")
 CODE_INSTRUCTION = ("Complete the following Python function. Reply with the complete function "
@@ -108,7 +120,7 @@ def _unique_docs(rows: Iterator[dict[str, Any]], key: str) -> list[dict[str, Any
 
 def load_gsm8k() -> list[Problem]:
     return [Problem("gsm8k", str(d["id"]), f"{d['question']}\n\n{NUMBER_INSTRUCTION}",
-                    str(d["short_answer"]), "number")
+                    str(d["short_answer"]), "number", system=WORD_PROBLEM_SYSTEM)
             for d in _unique_docs(_olmo_requests("gsm8k/gold_bpb_5shot"), "id")]
 
 
@@ -168,7 +180,8 @@ def load_asdiv() -> list[Problem]:
         if m:
             question = f"{row['passage'].strip()} {row['question'].strip()}"
             out.append(Problem("asdiv", str(i), f"{question}\n\n{NUMBER_INSTRUCTION}",
-                               m.group(1).replace(",", ""), "number"))
+                               m.group(1).replace(",", ""), "number",
+                               system=WORD_PROBLEM_SYSTEM))
     return out
 
 

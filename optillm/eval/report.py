@@ -7,17 +7,22 @@
 - ``summarize(records) -> list[Row]``: per (dataset, approach): accuracy and its interval,
   mean prompt/completion tokens, upstream calls and wall seconds per problem.
 - ``compare(records, baseline="none") -> list[Pair]``: each approach against the baseline on
-  the problems both answered.
+  the problems both answered, with the Holm-adjusted p value (``holm``, Holm 1979) over the
+  approaches compared on the same dataset (the family: one dataset, every approach against
+  the same baseline).
 - ``markdown(rows, pairs)`` and ``plot(rows, path)`` (matplotlib, Agg backend: accuracy
-  against total tokens per problem).
+  against total tokens per problem, the Pareto frontier marked: ``pareto``).
 
-Records are the dicts of ``runner.read_results``; when a (dataset, id, approach) triple occurs
-more than once (a retried failure), the last record counts. A failed request counts as a
-wrong answer in the accuracy (its tokens are unknown) and is left out of the paired test.
+Records of a split (``split``: dev/test) are grouped as ``<dataset>:<split>``, so a file with
+both never mixes them. Records are the dicts of ``runner.read_results``; when a (dataset, id,
+approach) triple occurs more than once (a retried failure), the last record counts. A failed
+request counts as a wrong answer in the accuracy (its tokens are unknown) and is left out of
+the paired test.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,11 +64,31 @@ def mcnemar(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def holm(ps: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p values (Holm 1979, "A simple sequentially rejective multiple
+    test procedure"), in the order given: the i-th smallest ``p`` times ``m - i + 1``, made
+    monotone and capped at 1. Rejecting where the adjusted p < alpha keeps the family-wise
+    error rate at alpha."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    out = [1.0] * len(ps)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+def group_of(record: Mapping[str, Any]) -> str:
+    """The dataset a record is reported under: ``gsm8k``, or ``gsm8k:test`` for a split."""
+    split = record.get("split")
+    return f"{record['dataset']}:{split}" if split else str(record["dataset"])
+
+
 def latest(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], Mapping[str, Any]]:
-    """The last record of each (dataset, id, approach), in first-seen order."""
+    """The last record of each (dataset group, id, approach), in first-seen order."""
     out: dict[tuple[str, str, str], Mapping[str, Any]] = {}
     for r in records:
-        out[(r["dataset"], str(r["id"]), r["approach"])] = r
+        out[(group_of(r), str(r["id"]), r["approach"])] = r
     return out
 
 
@@ -100,7 +125,7 @@ class Row:
 
 def summarize(records: Iterable[Mapping[str, Any]]) -> list[Row]:
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for (dataset, _, approach), r in latest(records).items():
+    for (dataset, _, approach), r in latest(records).items():  # dataset: its group_of
         groups.setdefault((dataset, approach), []).append(r)
     rows = []
     for (dataset, approach), rs in groups.items():
@@ -118,8 +143,9 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> list[Row]:
 @dataclass(frozen=True)
 class Pair:
     """An approach against the baseline on ``n`` shared problems: ``both`` right,
-    ``only_baseline``, ``only_approach``, the exact McNemar ``p`` value and a ``verdict``
-    (``better``/``worse`` when p < 0.05, else ``not significant``)."""
+    ``only_baseline``, ``only_approach``, the exact McNemar ``p`` value, ``p_holm`` (Holm-
+    adjusted over the dataset's comparisons), a ``verdict`` on ``p`` and a ``holm_verdict``
+    on ``p_holm`` (``better``/``worse`` when below 0.05, else ``not significant``)."""
 
     dataset: str
     approach: str
@@ -129,12 +155,20 @@ class Pair:
     only_baseline: int
     only_approach: int
     p: float
+    p_holm: float | None = None
+
+    def _verdict(self, p: float) -> str:
+        if p >= ALPHA:
+            return "not significant"
+        return "better" if self.only_approach > self.only_baseline else "worse"
 
     @property
     def verdict(self) -> str:
-        if self.p >= ALPHA:
-            return "not significant"
-        return "better" if self.only_approach > self.only_baseline else "worse"
+        return self._verdict(self.p)
+
+    @property
+    def holm_verdict(self) -> str:
+        return self._verdict(self.p if self.p_holm is None else self.p_holm)
 
 
 def compare(records: Iterable[Mapping[str, Any]], baseline: str = "none") -> list[Pair]:
@@ -158,6 +192,10 @@ def compare(records: Iterable[Mapping[str, Any]], baseline: str = "none") -> lis
         if n:
             pairs.append(Pair(dataset, approach, baseline, n, both, only_base, only_appr,
                               mcnemar(only_base, only_appr)))
+    for dataset in dict.fromkeys(p.dataset for p in pairs):
+        family = [i for i, p in enumerate(pairs) if p.dataset == dataset]
+        for i, adjusted in zip(family, holm([pairs[i].p for i in family]), strict=True):
+            pairs[i] = dataclasses.replace(pairs[i], p_holm=adjusted)
     return pairs
 
 
@@ -180,49 +218,25 @@ def markdown(rows: Sequence[Row], pairs: Sequence[Pair], title: str = "Results")
                      f"| {_fmt(r.wall_s, 2)} | {r.errors} |")
     if pairs:
         lines += ["", f"## Paired comparison against `{pairs[0].baseline}`", "",
-                  "Exact McNemar test (binomial, two-sided) on the problems both answered.", "",
+                  "Exact McNemar test (binomial, two-sided) on the problems both answered; "
+                  "Holm p: adjusted (Holm 1979) over the approaches compared on the same "
+                  "dataset; the verdict is on the Holm p.", "",
                   "| dataset | approach | n | both right | only baseline | only approach "
-                  "| p | verdict |",
-                  "|---|---|---:|---:|---:|---:|---:|---|"]
+                  "| p | Holm p | verdict |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---|"]
         for p in pairs:
+            holm_p = p.p if p.p_holm is None else p.p_holm
             lines.append(f"| {p.dataset} | {p.approach} | {p.n} | {p.both} | {p.only_baseline} "
-                         f"| {p.only_approach} | {p.p:.3g} | {p.verdict} |")
+                         f"| {p.only_approach} | {p.p:.3g} | {holm_p:.3g} "
+                         f"| {p.holm_verdict} |")
     return "\n".join(lines) + "\n"
 
 
 def plot(rows: Sequence[Row], path: str | Path) -> None:
-    """Save a PNG of accuracy (with its interval) against mean total tokens per problem, one
-    point per (dataset, approach). Rows without token counts are left out."""
-    import matplotlib
+    """Save a PNG of accuracy (with its interval) against mean total tokens per problem: a
+    panel per dataset group, the Pareto frontier marked (``pareto.plot``). Rows without token
+    counts are left out."""
+    from .pareto import frontier
+    from .pareto import plot as plot_points
 
-    matplotlib.use("Agg")  # no display; safe in threads and on servers
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    try:
-        for dataset in dict.fromkeys(r.dataset for r in rows):
-            pts = [r for r in rows if r.dataset == dataset and r.total_tokens]
-            if not pts:
-                continue
-            xs = [r.total_tokens for r in pts]
-            ys = [100 * r.accuracy for r in pts]
-            # clamped: rounding can put an interval's end a hair inside the point
-            err = [[max(0.0, 100 * (r.accuracy - r.low)) for r in pts],
-                   [max(0.0, 100 * (r.high - r.accuracy)) for r in pts]]
-            ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=3, label=dataset)
-            for r, x, y in zip(pts, xs, ys, strict=True):
-                ax.annotate(r.approach, (x, y), textcoords="offset points", xytext=(5, 4),
-                            fontsize=8)
-        if any(r.total_tokens for r in rows):
-            ax.set_xscale("log")
-        ax.set_xlabel("mean tokens per problem (prompt + completion, log scale)")
-        ax.set_ylabel("accuracy (%) with 95% Wilson interval")
-        ax.set_ylim(0, 100)
-        ax.grid(True, alpha=0.3)
-        if rows:
-            ax.legend(title="dataset")
-        fig.tight_layout()
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
+    plot_points(frontier(rows), path)

@@ -8,7 +8,8 @@ stopped: on start, ``(dataset, id, approach)`` triples already in the file witho
 ``error`` are skipped; those that failed are asked again (the report keeps the last record
 of each triple).
 
-The request model is ``f"{approach}-{model}"`` (just ``model`` for ``none``); the approach's
+Each request is the problem's system message (word problems: reason first), if any, and its
+prompt. The request model is ``f"{approach}-{model}"`` (just ``model`` for ``none``); the approach's
 per-request ``options`` go in the body (not for ``none``: the passthrough forwards the body
 to the upstream unchanged, and a strict upstream rejects unknown fields).
 """
@@ -77,7 +78,12 @@ class Result:
     ``prompt_tokens`` / ``completion_tokens``: the response's usage (the proxy sums every
     upstream call); ``upstream_calls``: the call count the response reports, 1 for ``none``,
     else None (unknown); ``wall_s``: seconds from request to scored answer; ``error``: why
-    the request failed (then ``correct`` is False and the problem is retried on resume).
+    the request failed (then ``correct`` is False and the problem is retried on resume);
+    ``split``: ``dev``/``test`` when the problem came from a split (None: a plain slice);
+    ``slug`` / ``options``: what was sent (the approach prefix and the body options; for
+    ``fit-router``, which learns "label -> slug with options"); ``router``: the
+    ``optillm_router`` metadata of the answer (which approach ``auto``/``router`` chose, in
+    which cell), when it has one; ``temperature``: the client temperature sent (None: none).
     """
 
     dataset: str
@@ -94,6 +100,11 @@ class Result:
     error: str | None = None
     score_error: str | None = None
     response: str | None = None
+    split: str | None = None
+    slug: str | None = None
+    options: Mapping[str, Any] | None = None
+    router: Mapping[str, Any] | None = None
+    temperature: float | None = None
 
     @property
     def key(self) -> Key:
@@ -179,11 +190,14 @@ def ask(client: Any, problem: Problem, approach: str, config: RunConfig) -> Resu
     extra = dict(config.options) if approach != "none" and config.options else None
     start = time.monotonic()
     base = dict(dataset=problem.dataset, id=problem.id, approach=label, model=config.model,
-                gold=problem.gold)
+                gold=problem.gold, split=problem.split, slug=approach, options=extra,
+                temperature=config.temperature)
+    messages = ([{"role": "system", "content": problem.system}] if problem.system else []) \
+        + [{"role": "user", "content": problem.prompt}]
     try:
         raw = client.chat.completions.with_raw_response.create(
             model=request_model(approach, config.model),
-            messages=[{"role": "user", "content": problem.prompt}],
+            messages=messages,
             user=f"optillm-eval/{problem.dataset}/{problem.id}/{label}",
             extra_body=extra, timeout=config.timeout, **params)
         body = raw.http_response.json()
@@ -202,7 +216,7 @@ def ask(client: Any, problem: Problem, approach: str, config: RunConfig) -> Resu
                   completion_tokens=usage.get("completion_tokens"),
                   upstream_calls=_calls_from(body, headers, approach),
                   wall_s=round(time.monotonic() - start, 3), score_error=scored.error,
-                  response=text[:4000])
+                  response=text[:4000], router=(choices[0] or {}).get("optillm_router"))
 
 
 def run(client: Any, problems: Sequence[Problem], config: RunConfig, output: str | Path, *,

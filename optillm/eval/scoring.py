@@ -6,10 +6,11 @@
   normalised (``"1,234"`` == ``"1234"``, ``"$18.00"`` == ``"18"``) or mathematically equal.
 - ``choice`` (ARC): ``extract_answer(text, "choice")``, the same letter as the gold one.
 - ``math`` (MATH-500, AIME): the last ``\\boxed{}`` (else the ``auto`` extraction), equivalent
-  to the gold answer by ``optillm.toolkit.answers.equivalent`` (math-verify: ``\\frac12`` == ``0.5``).
+  to the gold answer by ``optillm.toolkit.answers.equivalent`` (math-verify:
+  ``\\frac12`` == ``0.5``).
 - ``code`` (HumanEval): the last fenced code block (else the whole reply) is run with the
-  problem's tests in ``optillm.toolkit.sandbox.run_python`` (a separate process with time and memory
-  limits, no network); correct when the process exits with status 0.
+  problem's tests in ``optillm.toolkit.sandbox.run_python`` (a separate process with time and
+  memory limits, no network); correct when the process exits with status 0.
 
 Malformed replies never raise: no answer found scores as wrong with ``predicted=None``.
 """

@@ -68,7 +68,8 @@ class Pipeline:
         streaming_single = sink is not None and request.n == 1 and plan.op != PARALLEL
         sent = [""]
 
-        def make_ctx(slug: str, req: ChatRequest, may_stream: bool) -> RunContext:
+        def make_ctx(slug: str, req: ChatRequest, may_stream: bool,
+                     defaults: Mapping[str, Any] | None = None) -> RunContext:
             approach = self.registry.get(slug)
             if slug not in plan.slugs:  # run_approach's child consumes its own options too
                 own = self.registry.option_names(slug)
@@ -76,21 +77,24 @@ class Pipeline:
             ctx = RunContext(request=req, upstream=self.upstream, executor=self.executor,
                              meta=meta,
                              options=self.registry.build_options(
-                                 approach, body, {**self.option_defaults, **plan.options}),
+                                 approach, body, {**self.option_defaults, **plan.options,
+                                                  **(defaults or {})}),
                              slug=slug, deadline=deadline,
                              # with return_full_response the answer is the whole trace,
                              # which no single upstream call streams: sent whole when ready
                              stream_sink=sink if (may_stream and approach.streams
                                                   and not full_response) else None,
                              cancelled=cancelled, budget=budget,
-                             delegate=lambda child, creq: run_one(child, creq, False)[0],
+                             delegate=lambda child, creq, opts=None:
+                             run_one(child, creq, False, opts)[0],
                              settings=self.settings)
             with lock:
                 contexts.append(ctx)
             return ctx
 
-        def run_one(slug: str, req: ChatRequest, may_stream: bool) -> list[Choice]:
-            ctx = make_ctx(slug, req, may_stream)
+        def run_one(slug: str, req: ChatRequest, may_stream: bool,
+                    defaults: Mapping[str, Any] | None = None) -> list[Choice]:
+            ctx = make_ctx(slug, req, may_stream, defaults)
             result = self.registry.get(slug).run(ctx)
             if ctx.sent_text:
                 sent[0] = ctx.sent_text

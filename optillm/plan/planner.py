@@ -36,6 +36,7 @@ __all__ = ["AUTO", "PARALLEL", "SEQUENCE", "SINGLE", "Plan", "PrefixParser", "ex
            "parse_plan", "parse_prefix", "plan_for_model", "split_slugs"]
 
 AUTO = "auto"
+ROUTED_AUTO = "router"  # what --approach auto becomes with --router-table
 _TAG = re.compile(r"<optillm_approach>\s*(.*?)\s*</optillm_approach>", re.DOTALL)
 
 
@@ -110,7 +111,8 @@ def plan_for_model(model: str, registry: Registry, hook=None, default_approach: 
     """
     if model.startswith(AUTO + "-") and AUTO not in registry and len(model) > len(AUTO) + 1:
         model = model[len(AUTO) + 1:]  # auto-<model>: as the rest of the name says
-        default_approach = AUTO
+        # with --router-table the server's auto is the learned router (Settings)
+        default_approach = default_approach if default_approach == ROUTED_AUTO else AUTO
     parsed = hook.parse_model(model=model, registry=registry) if hook is not None \
         else parse_prefix(model, registry)
     if parsed:

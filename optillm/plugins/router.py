@@ -22,9 +22,16 @@ class -> slug is ``DEFAULT_TABLE`` with ``router_table`` (a partial dict) merged
 chosen approach runs through ``ctx.run_approach`` on the same request (same body options,
 shared budget; its usage is summed by the pipeline); an unregistered slug is a 404.
 
+**A learned table** (``--router-table router.yaml``, written by ``optillm-eval fit-router``
+from the deployment's own eval records; ``optillm.toolkit.router_table``) replaces the rules
+above unless the request sends its own ``router_table``: the query's cell (task guess/length
+bucket) picks the approach and its options (defaults below the request's own fields). With
+the table, ``auto`` (the default ``--approach``) routes here, so plain requests are routed.
+
 Calls: those of the chosen approach, no more (classification makes no call). Critical path:
 the chosen approach's. The answer carries ``optillm_router``: ``{"class", "features",
-"scores", "approach"}``, besides the chosen approach's own metadata.
+"scores", "approach"}`` (rules) or ``{"approach", "options", "cell", "features", "table"}``
+(learned table), besides the chosen approach's own metadata.
 
 Options (request body): ``router_table`` (dict class -> slug), ``router_long_chars`` (int,
 100-10000000, default 8000).
@@ -36,7 +43,9 @@ import re
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from ..errors import OptillmError
 from ..options import opt
+from ..toolkit import router_table as learned
 from ..toolkit.context import Answer, RunContext
 
 SLUG = "router"
@@ -115,8 +124,28 @@ def classify(query: str, conversation_chars: int, long_chars: int = 8000
     return (best if scores[best] else "open_ended"), features, scores
 
 
+def run_learned(ctx: RunContext, path: str) -> Answer:
+    """Route by the learned table at ``path`` (see the module docstring).
+
+    Raises: OptillmError (500) when the file is not a router table.
+    """
+    try:
+        table = learned.load(path)
+    except learned.RouterTableError as exc:
+        raise OptillmError(f"--router-table: {exc}") from None
+    choice, cell, features = table.choose(ctx.query)
+    answer = ctx.run_approach(choice.approach, options=choice.options, params=choice.params)
+    record = {"approach": choice.approach, "options": dict(choice.options),
+              "params": dict(choice.params), "cell": cell, "features": features, "table": path}
+    return Answer(answer.text, finish_reason=answer.finish_reason,
+                  metadata={**answer.metadata, "optillm_router": record},
+                  logprobs=answer.logprobs)
+
+
 def run(ctx: RunContext) -> Answer:
     opts = ctx.options
+    if ctx.settings.router_table and opts.router_table is None:
+        return run_learned(ctx, ctx.settings.router_table)
     table = {**DEFAULT_TABLE, **(opts.router_table or {})}
     chars = sum(len(m.text) for m in ctx.messages)
     cls, features, scores = classify(ctx.query, chars, opts.router_long_chars)

@@ -342,12 +342,15 @@ class RunContext:
         completion = self.complete(messages, n=k, answer=answer, **params)
         return completion.texts[:k]
 
-    def run_approach(self, slug: str, messages: Iterable[Message] | None = None) -> Answer:
+    def run_approach(self, slug: str, messages: Iterable[Message] | None = None, *,
+                     options: Mapping[str, Any] | None = None,
+                     params: Mapping[str, Any] | None = None) -> Answer:
         """Run another registered approach on this request (``messages`` default: this
         conversation) and return its first choice as an ``Answer``. It reads its options from
-        the same request body, shares the request's budget, and its usage is added to the
-        request's total by the pipeline (not to ``ctx.usage``). Used by routers and
-        composite strategies.
+        the same request body (``options`` / ``params``: defaults below the body's option and
+        sampling fields, e.g. a learned router table's choice), shares the request's budget,
+        and its usage is added to the request's total by the pipeline (not to ``ctx.usage``).
+        Used by routers and composite strategies.
 
         Raises: NotFoundError for an unknown slug; whatever the approach raises.
         """
@@ -356,7 +359,9 @@ class RunContext:
         self._check()
         request = self.request if messages is None else self.request.replace(
             messages=tuple(messages))
-        choice = self._delegate(slug, request.replace(n=1))
+        if params:
+            request = request.replace(params={**params, **request.params})
+        choice = self._delegate(slug, request.replace(n=1), dict(options or {}))
         return Answer(choice.message.text, finish_reason=choice.finish_reason or "stop",
                       metadata=dict(choice.extra or {}), logprobs=choice.logprobs)
 

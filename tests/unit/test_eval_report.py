@@ -7,7 +7,7 @@ import json
 import pytest
 
 from optillm.eval.cli import main
-from optillm.eval.report import compare, markdown, mcnemar, plot, summarize, wilson
+from optillm.eval.report import compare, holm, markdown, mcnemar, plot, summarize, wilson
 
 
 @pytest.mark.parametrize("k,n,low,high", [
@@ -91,7 +91,9 @@ def test_pairs_only_on_shared_problems():
 def test_markdown_table():
     text = markdown(summarize(records()), compare(records()))
     assert "| d | none | 10 | 40.0% | 16.8% – 68.7% | 10.0 | 5.0 | 1.00 | 1.00 | 0 |" in text
-    assert "| d | moa | 10 | 4 | 0 | 6 | 0.0312 | better |" in text
+    # p 0.03125 alone, doubled by Holm over the two approaches compared: not significant
+    assert "| d | moa | 10 | 4 | 0 | 6 | 0.0312 | 0.0625 | not significant |" in text
+    assert "| d | re2 | 10 | 4 | 0 | 1 | 1 | 1 | not significant |" in text
     assert "not significant" in text and "n/a" in text
 
 
@@ -110,3 +112,32 @@ def test_report_command(tmp_path, capsys):
     assert png.stat().st_size > 1000
     assert main(["report", str(results)]) == 0
     assert "## Paired comparison against `none`" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("ps, adjusted", [
+    ([0.01, 0.04, 0.03, 0.005], [0.03, 0.06, 0.06, 0.02]),
+    ([0.5], [0.5]),
+    ([0.3, 0.6], [0.6, 0.6]),  # step-down stays monotone
+    ([], []),
+])
+def test_holm_adjustment(ps, adjusted):
+    assert holm(ps) == pytest.approx(adjusted)
+
+
+def test_holm_family_is_one_dataset():
+    # moa beats none 6-0 on "d" (p 0.03125) and is the only approach on "e": no adjustment
+    recs = records() + [rec(i, a, a == "moa", dataset="e") for i in range(6)
+                        for a in ("none", "moa")]
+    pairs = {(p.dataset, p.approach): p for p in compare(recs)}
+    assert pairs[("e", "moa")].p_holm == pytest.approx(0.03125)
+    assert pairs[("e", "moa")].holm_verdict == "better"
+    assert pairs[("d", "moa")].p_holm == pytest.approx(0.0625)
+    assert pairs[("d", "moa")].holm_verdict == "not significant"
+    assert pairs[("d", "moa")].verdict == "better"  # the unadjusted verdict is kept
+
+
+def test_splits_are_reported_apart():
+    recs = [rec(i, "none", True) | {"split": "test"} for i in range(3)] + \
+        [rec(i + 10, "none", False) | {"split": "dev"} for i in range(2)]
+    rows = {r.dataset: r for r in summarize(recs)}
+    assert rows["d:test"].accuracy == 1.0 and rows["d:dev"].accuracy == 0.0

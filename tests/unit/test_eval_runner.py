@@ -65,8 +65,10 @@ def test_run_records_scored_answers(server, fake, tmp_path):
     sent = [json.loads(b) for b in fake.forwarded]
     assert len(sent) == 4 and all(b["model"] == "fake-model" and b["max_tokens"] == 32
                                   and b["temperature"] == 0.0 for b in sent)
-    assert sent[0]["messages"][0]["role"] == "user"
-    assert "The answer is N" in sent[0]["messages"][0]["content"]
+    # a word problem: the eval's system message (reason first), then the problem
+    assert [m["role"] for m in sent[0]["messages"]] == ["system", "user"]
+    assert sent[0]["messages"][0]["content"].startswith("Reason step by step")
+    assert "The answer is N" in sent[0]["messages"][1]["content"]
 
 
 def test_approach_prefix_options_and_usage(server, fake, tmp_path):
@@ -106,7 +108,7 @@ def test_second_run_with_larger_limit_asks_only_the_rest(server, fake, tmp_path)
     assert calls(fake) == 2
     assert cli(server, out, "--limit", "4") == 0
     assert calls(fake) == 4
-    asked = [json.loads(b)["messages"][0]["content"] for b in fake.forwarded]
+    asked = [json.loads(b)["messages"][-1]["content"] for b in fake.forwarded]
     assert "Janet has nine" in asked[2] + asked[3] and "Seven red" not in asked[2] + asked[3]
     assert cli(server, out, "--limit", "4") == 0
     assert calls(fake) == 4  # nothing left to do
