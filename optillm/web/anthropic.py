@@ -4,8 +4,9 @@
 A request becomes a chat completion body (``anthropic_map.chat_body``) and runs exactly like
 ``/v1/chat/completions``: the ``model`` may carry any naming form (``moa-gpt-4o-mini``,
 ``bon&re2-x``, ``profile/<name>``, ``cli/<agent>``, ...), the plan is parsed the same way and
-``Pipeline.run`` does the work. A plain request (no approach) that streams is one streamed
-upstream call whose chunks (text and tool-call deltas) are re-encoded as they come; every
+``Pipeline.run`` does the work. A plain request (no approach) is one call on the stack's byte
+path (``Upstream.forward``, no SDK on the way, as the chat passthrough): its JSON, or its SSE
+chunks as they come (text and tool-call deltas), read into our values and re-encoded; every
 other request goes through the pipeline (``stream: true`` then streams the approach's final
 call where it can, as chat completions do). Answers are Anthropic ``Message`` objects;
 streams are Anthropic's event sequence (``anthropic_stream``); errors are Anthropic error
@@ -25,19 +26,20 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, request
 
-from ..errors import BadRequestError, OptillmError, UpstreamError
+from ..errors import BadRequestError, OptillmError, UpstreamError, from_upstream_status
 from ..plan.pipeline import PipelineResult
 from ..plan.planner import parse_plan, plan_for_model
-from ..types import ChatRequest, Choice, Completion, Message, Usage, new_id
+from ..types import ChatRequest, Choice, Chunk, Completion, Message, Usage, new_id
 from ..upstream.base import CallMeta
 from . import runner
 from .anthropic_map import chat_body, error_object, message_object
 from .anthropic_stream import MessageEncoder
-from .chat import _upstream_key, json_response, services
+from .chat import _dumps, _loads, _upstream_key, json_response, services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("anthropic", __name__)
@@ -116,6 +118,13 @@ def create_message() -> Response:
         else typed.model
     stops = chat.get("stop")
     full = bool(chat.get("return_full_response", svc.settings.return_full_response))
+    if plan.is_passthrough and not full and not svc.settings.batch_mode:
+        try:
+            return _passthrough(svc, plan, typed, chat, meta, model, stops, record)
+        except OptillmError as exc:
+            if record:
+                record.finish(None, exc.message)
+            raise
     if not typed.stream:
         try:
             result = svc.pipeline.run(plan, typed, chat, meta, full_response=full)
@@ -127,18 +136,16 @@ def create_message() -> Response:
         if record:
             record.finish(message, None)
         return json_response(message, headers={"X-Optillm-Upstream-Calls": str(result.calls)})
-    if plan.is_passthrough:
-        fields = svc.registry.consumed_fields(plan.slugs)
-        upstream_request = typed.replace(
-            model=plan.model, stream=False,
-            params={k: v for k, v in typed.params.items() if k not in fields})
 
-        def run(sink, cancelled):
-            return relay_chunks(svc.upstream.stream(upstream_request, meta), sink, model)
-    else:
-        def run(sink, cancelled):
-            return svc.pipeline.run(plan, typed, chat, meta, full_response=full, sink=sink,
-                                    cancelled=cancelled)
+    def run(sink, cancelled):
+        return svc.pipeline.run(plan, typed, chat, meta, full_response=full, sink=sink,
+                                cancelled=cancelled)
+
+    return _stream_response(run, model, stops, record)
+
+
+def _stream_response(run, model: str, stops, record) -> Response:
+    svc = services()
 
     def on_done(completion, error):
         if record:
@@ -150,6 +157,83 @@ def create_message() -> Response:
                            keepalive=svc.settings.keepalive_interval, on_done=on_done)
     return Response(events, content_type="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _passthrough(svc, plan, typed: ChatRequest, chat: dict[str, Any], meta: CallMeta,
+                 model: str, stops, record) -> Response:
+    """A plain request: one upstream call through the stack's byte path (``forward``, no SDK
+    on the way), its JSON or SSE chunks read into our values and re-encoded."""
+    fields = svc.registry.consumed_fields(plan.slugs)
+    body = {k: v for k, v in chat.items() if k not in fields and k != "stream"}
+    body["model"] = plan.model
+    body["messages"] = [m.to_dict() for m in typed.messages]
+    if typed.stream:
+        body.update(stream=True, stream_options={"include_usage": True})
+    raw = svc.upstream.forward(_dumps(body), meta, stream=typed.stream, model=plan.model)
+    if raw.status >= 400:
+        data = b"".join(raw.chunks)
+        raw.close()
+        raise from_upstream_status(raw.status, _error_text(data, raw.status), raw.headers)
+    if not typed.stream:
+        try:
+            completion = Completion.from_dict(_loads(b"".join(raw.chunks)))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise UpstreamError(f"upstream returned malformed JSON: {exc}") from None
+        if not completion.choices:
+            raise UpstreamError("upstream returned no choices")
+        message = message_object(completion, model, stops)
+        if record:
+            record.finish(message, None)
+        headers = {"X-Optillm-Upstream-Calls": "1"}
+        if raw.cache:
+            headers["X-Optillm-Cache"] = raw.cache
+        return json_response(message, headers=headers)
+
+    def run(sink, cancelled):
+        return relay_chunks(sse_chunks(raw), sink, model)
+
+    return _stream_response(run, model, stops, record)
+
+
+def _error_text(data: bytes, status: int) -> str:
+    try:
+        parsed = _loads(data)
+    except ValueError:
+        parsed = None
+    inner = parsed.get("error", parsed) if isinstance(parsed, dict) else None
+    if isinstance(inner, dict) and inner.get("message"):
+        return str(inner["message"])
+    return data[:500].decode("utf-8", "replace") or f"status {status}"
+
+
+def sse_chunks(raw) -> Iterator[Chunk]:
+    """The ``Chunk`` values of an upstream's SSE bytes (``data:`` lines up to ``[DONE]``).
+
+    Raises: UpstreamError for an error event or a line that is not JSON."""
+    buffer = b""
+    try:
+        for piece in raw.chunks:
+            buffer += piece
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                line = line.strip()
+                if not line.startswith(b"data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    return
+                try:
+                    obj = _loads(payload)
+                except ValueError:
+                    raise UpstreamError(f"upstream sent a malformed stream event: "
+                                        f"{payload[:200]!r}") from None
+                if isinstance(obj, dict) and "error" in obj and "choices" not in obj:
+                    inner = obj["error"]
+                    raise UpstreamError(str(inner.get("message") if isinstance(inner, dict)
+                                            else inner))
+                yield Chunk.from_dict(obj)
+    finally:
+        raw.close()
 
 
 def relay_chunks(chunks, sink, model: str) -> PipelineResult:

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from optillm.types import ChatRequest, Choice, Chunk, Completion, Message, Usage
+from optillm.types import ChatRequest, Choice, Completion, Message, Usage
+from optillm.upstream.base import RawResponse
 
 from ..fakes import FakeUpstream
 
@@ -19,28 +20,36 @@ WEATHER = {"name": "get_weather", "description": "Weather of a city",
                             "required": ["city"]}}
 
 
+TOOL_EVENTS = [
+    {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                  "finish_reason": None}]},
+    {"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "id": "call_1", "type": "function",
+         "function": {"name": "get_weather", "arguments": '{"city": '}}]},
+        "finish_reason": None}]},
+    {"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "function": {"arguments": '"Paris"}'}}]}, "finish_reason": None}]},
+    {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 7,
+                              "total_tokens": 19}}]
+
+
 class ToolStreamUpstream(FakeUpstream):
-    """Streams a tool call (in two argument pieces) when the request has tools."""
+    """Streams a tool call (in two argument pieces, split across reads) when the request
+    has tools."""
 
-    def stream(self, request: ChatRequest, meta=None):
-        if not request.params.get("tools"):
-            return super().stream(request)
-        self.history.append(request)
+    def forward(self, body: bytes, meta=None, stream: bool = False, model=None):
+        if not (stream and json.loads(body).get("tools")):
+            return super().forward(body, meta, stream, model)
+        self.forwarded.append(body)
+        data = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in TOOL_EVENTS)
+        data += b"data: [DONE]\n\n"
+        return RawResponse(200, "text/event-stream", iter([data[:70], data[70:]]))
 
-        def chunks():
-            yield Chunk(({"index": 0, "delta": {"role": "assistant", "content": ""},
-                          "finish_reason": None},))
-            yield Chunk(({"index": 0, "delta": {"tool_calls": [
-                {"index": 0, "id": "call_1", "type": "function",
-                 "function": {"name": "get_weather", "arguments": '{"city": '}}]},
-                "finish_reason": None},))
-            yield Chunk(({"index": 0, "delta": {"tool_calls": [
-                {"index": 0, "function": {"arguments": '"Paris"}'}}]},
-                "finish_reason": None},))
-            yield Chunk(({"index": 0, "delta": {}, "finish_reason": "tool_calls"},))
-            yield Chunk((), usage=Usage(12, 7))
 
-        return chunks()
+def sent(fake: FakeUpstream) -> dict:
+    """The last chat body the face sent upstream (plain requests take the byte path)."""
+    return json.loads(fake.forwarded[-1])
 
 
 def tool_completion(request: ChatRequest) -> Completion:
@@ -77,12 +86,13 @@ def test_plain_message_maps_request_and_response(sdk, fake):
     assert msg.content[0].text == "Paris is the capital."
     assert msg.stop_reason == "end_turn" and msg.stop_sequence is None
     assert msg.model == "fake-model"
-    sent = fake.history[-1]
-    assert [(m.role, m.content) for m in sent.messages] == [
+    body = sent(fake)
+    assert [(m["role"], m["content"]) for m in body["messages"]] == [
         ("system", "Be brief."), ("user", "Capital of France?")]
-    assert sent.params["max_tokens"] == 64 and sent.params["stop"] == ["###"]
-    assert sent.params["temperature"] == 0.2 and sent.params["top_p"] == 0.9
-    assert sent.params["user"] == "u1"
+    assert body["max_tokens"] == 64 and body["stop"] == ["###"]
+    assert body["temperature"] == 0.2 and body["top_p"] == 0.9
+    assert body["user"] == "u1" and body["model"] == "fake-model"
+    assert "stop_sequences" not in body and "metadata" not in body
     assert msg.usage.input_tokens == 2 + 3  # the fake counts words of every message
     assert msg.usage.output_tokens == 4
 
@@ -186,11 +196,11 @@ def test_tools_round_trip(sdk, fake):
     use = first.content[-1]
     assert use.type == "tool_use" and use.name == "get_weather" and use.input == {
         "city": "Paris"}
-    sent = fake.history[-1].params
-    assert sent["tools"] == [{"type": "function", "function": {
+    body = sent(fake)
+    assert body["tools"] == [{"type": "function", "function": {
         "name": "get_weather", "parameters": WEATHER["input_schema"],
         "description": "Weather of a city"}}]
-    assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
     second = client.messages.create(
         model="fake-model", max_tokens=64, tools=[WEATHER],
         messages=[{"role": "user", "content": "Weather in Paris?"},
@@ -199,11 +209,11 @@ def test_tools_round_trip(sdk, fake):
                                                 "content": "sunny, 24C"},
                                                {"type": "text", "text": "Summarise."}]}])
     assert second.content[0].text == "It is sunny in Paris."
-    msgs = fake.history[-1].messages
-    assert [m.role for m in msgs] == ["user", "assistant", "tool", "user"]
-    assert msgs[1].extra["tool_calls"][0]["function"] == {
+    msgs = sent(fake)["messages"]
+    assert [m["role"] for m in msgs] == ["user", "assistant", "tool", "user"]
+    assert msgs[1]["tool_calls"][0]["function"] == {
         "name": "get_weather", "arguments": json.dumps({"city": "Paris"})}
-    assert msgs[2].extra["tool_call_id"] == use.id and msgs[2].content == "sunny, 24C"
+    assert msgs[2]["tool_call_id"] == use.id and msgs[2]["content"] == "sunny, 24C"
 
 
 def test_streamed_tool_use_uses_input_json_delta(sdk):
@@ -269,3 +279,39 @@ def test_count_tokens_estimate_and_tokenizer(sdk, make_app):
     assert resp.headers["X-Optillm-Token-Count"] == "tokenizer"
     # the fake's template: "<|system|>a b\n<|user|>c d e\n<|assistant|>" -> 6 words
     assert resp.json == {"input_tokens": 6}
+
+
+def test_plain_request_upstream_errors_keep_anthropic_shape(make_app, fake):
+    from optillm.errors import RateLimitError
+
+    class Overloaded(FakeUpstream):
+        def forward(self, body, meta=None, stream=False, model=None):
+            data = json.dumps({"error": {"message": "busy right now"}}).encode()
+            return RawResponse(529, "application/json", iter((data,)))
+
+    body = {"model": "fake-model", "max_tokens": 5,
+            "messages": [{"role": "user", "content": "x"}]}
+    fake.enqueue(RateLimitError("slow down"))
+    resp = make_app().test_client().post("/v1/messages", json=body)
+    assert resp.status_code == 429
+    assert resp.json == {"type": "error", "error": {"type": "rate_limit_error",
+                                                    "message": "slow down"}}
+    resp = make_app(upstream=Overloaded()).test_client().post("/v1/messages", json=body)
+    assert resp.status_code == 529 and resp.json["error"]["type"] == "overloaded_error"
+    assert "busy right now" in resp.json["error"]["message"]
+
+
+def test_plain_stream_broken_midway_ends_with_an_error_event(make_app):
+    class Broken(FakeUpstream):
+        def forward(self, body, meta=None, stream=False, model=None):
+            events = (b'data: {"choices": [{"index": 0, "delta": {"content": "par"}}]}\n\n'
+                      b'data: {"error": {"message": "upstream went away"}}\n\n')
+            return RawResponse(200, "text/event-stream", iter((events,)))
+
+    resp = make_app(upstream=Broken()).test_client().post("/v1/messages", json={
+        "model": "fake-model", "max_tokens": 5, "stream": True,
+        "messages": [{"role": "user", "content": "x"}]})
+    text = resp.get_data(as_text=True)
+    assert '"text": "par"' in text
+    assert "event: error" in text and "upstream went away" in text
+    assert "message_stop" not in text
