@@ -181,3 +181,17 @@ def test_n_choices_run_the_agent_once_each(cli_app):
     resp = chat(cli_app(echo=agent("echo")), model="cli/echo", content="x", n=2)
     assert resp.status_code == 200, resp.json
     assert [c["message"]["content"] for c in resp.json["choices"]] == ["agent heard: x"] * 2
+
+
+def test_agent_behind_the_anthropic_face(cli_app):
+    client = cli_app(lines=agent("lines"))
+    body = {"model": "composite/composer-cli/lines", "max_tokens": 50,
+            "messages": [{"role": "user", "content": "go"}]}
+    resp = client.post("/v1/messages", json=body)
+    assert resp.status_code == 200, resp.json
+    assert resp.json["content"] == [{"type": "text", "text": "line 1\nline 2\nline 3"}]
+    text = client.post("/v1/messages", json={**body, "stream": True}).get_data(as_text=True)
+    deltas = [json.loads(line[6:])["delta"]["text"] for line in text.split("\n")
+              if line.startswith("data: ") and '"text_delta"' in line]
+    assert deltas == ["line 1", "\nline 2", "\nline 3"]
+    assert "event: message_stop" in text
