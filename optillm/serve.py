@@ -11,9 +11,9 @@ at a fresh folder (or empties the one the operator set), so every worker's reque
 land in files that a scrape on any worker sums; ``child_exit`` marks a dead worker's files,
 and the master removes a folder it made when it exits.
 
-Logs: the access log (one line per request, with its ``X-Request-ID``) goes to stderr unless
-``--no-access-log``; with ``--log-format json`` gunicorn's own and the access lines are JSON
-objects too (``JsonLogger``).
+Logs: the access log (one line per request: client, time, request line, status, bytes,
+milliseconds, ``rid=<X-Request-ID>``) goes to stdout unless ``--no-access-log``; with
+``--log-format json`` gunicorn's own lines and the access lines are JSON objects too.
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ import tempfile
 from typing import Any
 
 from .settings import Settings
-
-#: The text access line: client, request line, status, bytes, milliseconds, request id.
-ACCESS_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
 
 
 def worker_class(requested: str) -> str:
@@ -73,35 +70,50 @@ def _gevent_worker_class() -> Any:
     return Worker
 
 
-def _json_logger_class() -> Any:
+def _logger_class(json_lines: bool) -> Any:
+    """gunicorn's logger with a lean access line (gunicorn's own builds a dict of every
+    header per request: about 0.15 ms on these cores) and, with ``json_lines``, JSON lines
+    for its own messages and the access log alike."""
     from gunicorn import glogging
 
     from .web.request_context import RequestIdFilter, json_formatter
 
-    class JsonLogger(glogging.Logger):
-        """gunicorn's logger with JSON lines: its own messages and one object per access."""
-
+    class Logger(glogging.Logger):
         def setup(self, cfg):
             super().setup(cfg)
-            for handler in self.error_log.handlers:
-                handler.setFormatter(json_formatter())
-                handler.addFilter(RequestIdFilter())
+            if json_lines:
+                for handler in self.error_log.handlers:
+                    handler.setFormatter(json_formatter())
+                    handler.addFilter(RequestIdFilter())
 
         def access(self, resp, req, environ, request_time):
-            if not self.access_log_enabled:
+            if not self.cfg.accesslog:
                 return
-            atoms = self.atoms(resp, req, environ, request_time)
-            line = {"time": self.now(), "level": "INFO", "logger": "gunicorn.access",
-                    "remote": atoms["h"], "method": atoms["m"], "path": atoms["U"],
-                    "query": atoms["q"] or None, "status": int(atoms["s"]),
-                    "bytes": atoms["B"], "duration_ms": atoms["D"] / 1000,
-                    "user_agent": atoms["a"], "request_id": atoms.get("{x-request-id}o")}
             try:
-                self.access_log.info(json.dumps(line, default=str))
+                status = resp.status
+                status = int(status.split(None, 1)[0] if isinstance(status, str) else status)
+                rid = next((v for k, v in resp.headers if k.lower() == "x-request-id"), "-")
+                ms = request_time.total_seconds() * 1000
+                if json_lines:
+                    line = json.dumps({
+                        "time": self.now(), "level": "INFO", "logger": "gunicorn.access",
+                        "remote": environ.get("REMOTE_ADDR", "-"),
+                        "method": environ.get("REQUEST_METHOD"),
+                        "path": environ.get("PATH_INFO"),
+                        "query": environ.get("QUERY_STRING") or None, "status": status,
+                        "bytes": getattr(resp, "sent", None), "duration_ms": round(ms, 3),
+                        "user_agent": environ.get("HTTP_USER_AGENT"), "request_id": rid})
+                else:
+                    line = (f'{environ.get("REMOTE_ADDR", "-")} {self.now()} '
+                            f'"{environ.get("REQUEST_METHOD")} {environ.get("RAW_URI")} '
+                            f'{environ.get("SERVER_PROTOCOL")}" {status} '
+                            f'{getattr(resp, "sent", "-")} {ms:.2f}ms rid={rid}')
+                self.access_log.info(line)
             except Exception:  # noqa: BLE001 - as gunicorn's own access(): never fail a request
-                self.error(f"failed to log access line {line!r}")
+                self.error("failed to write an access line")
 
-    return JsonLogger
+    Logger.__name__ = Logger.__qualname__ = "OptillmLogger"
+    return Logger
 
 
 class StartupError(RuntimeError):
@@ -151,9 +163,7 @@ def run_gunicorn(settings: Settings) -> None:
             cfg.set("on_exit", on_exit)
             if settings.access_log:
                 cfg.set("accesslog", "-")
-                cfg.set("access_log_format", ACCESS_FORMAT)
-            if settings.log_format == "json":
-                cfg.set("logger_class", _json_logger_class())
+            cfg.set("logger_class", _logger_class(settings.log_format == "json"))
             if "control_socket_disable" in cfg.settings:
                 # gunicorn >= 23 shares ~/.gunicorn/gunicorn.ctl between instances, and one
                 # instance's start or exit removes another's socket
