@@ -1,7 +1,11 @@
 """Benchmark the proxy against the stub upstream (``scripts/stub_upstream.py``) on loopback.
 
-One run starts a stub upstream (0 ms latency) and the proxy under gunicorn
-(``-w 2 -k gthread --threads 16``, ``OPTILLM_BASE_URL`` pointing at the stub), then measures:
+One run first measures the ``optillm`` command as a user starts it (``SERVING_COMMANDS``: the
+default, one gevent worker, and ``--workers 2``; ``--compare-worker-classes`` adds each with
+``--worker-class gthread``) over a 0 ms stub: interleaved passthrough latency against the stub
+(added p50/p95) and req/s at 1/8/32 clients, next to the direct figures. Then it starts a stub
+upstream (0 ms latency) and the proxy under gunicorn directly (``-w 2 -k gthread --threads
+16``, ``OPTILLM_BASE_URL`` pointing at the stub), and measures:
 
 1. passthrough latency: sequential non-streamed requests, directly to the stub and through the
    proxy, interleaved, each side over one keep-alive connection (p50/p95 and the difference),
@@ -16,7 +20,11 @@ It prints markdown tables (progress goes to stderr), stops everything it started
 Ctrl-C, SIGTERM or its own time limit) and exits 1 if any request failed. Traffic goes to
 127.0.0.1 only. ``--quick`` runs a shorter version.
 
-    python scripts/bench_proxy.py [--quick] [--seconds S] [--requests N]
+    python scripts/bench_proxy.py [--quick] [--seconds S] [--requests N] [--serving-only]
+        [--compare-worker-classes]
+
+Run it alone (``flock /tmp/optillm-model.lock``): other load on the 2 cores inflates every
+figure.
 """
 
 from __future__ import annotations
