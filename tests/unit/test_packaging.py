@@ -11,10 +11,10 @@ import socket
 import subprocess
 import sys
 import threading
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 from optillm import __version__
