@@ -83,8 +83,9 @@ run() {  # dataset limit max_tokens results-file [labels; default all but auto] 
     read -r label slug opts <<<"$entry"
     if [ "$only" != "  " ]; then case "$only" in *" $label "*) ;; *) continue ;; esac
     elif [ "$label" = auto ]; then continue; fi
-    local args=() temperature=default
-    case "$GREEDY" in *" $slug "*) temperature=0 ;; esac
+    local args=() temperature=default concurrency="${CONCURRENCY:-4}"
+    # one greedy call per problem: 8 in flight fill the 8 slots
+    case "$GREEDY" in *" $slug "*) temperature=0; concurrency="${GREEDY_CONCURRENCY:-8}" ;; esac
     for o in $opts; do
       case "$o" in
         temperature=*) temperature=${o#temperature=} ;;
@@ -93,7 +94,7 @@ run() {  # dataset limit max_tokens results-file [labels; default all but auto] 
     done
     python -m optillm.eval --dataset "$dataset" --limit "$limit" "${slice[@]}" \
       --approaches "$label=$slug" --model "$MODEL" --base-url "$URL" \
-      --concurrency "${CONCURRENCY:-4}" \
+      --concurrency "$concurrency" \
       --max-tokens "$max_tokens" --temperature "$temperature" --no-progress \
       --output "$file" "${args[@]}" || echo "eval: $label had failures (recorded)"
   done
@@ -101,7 +102,7 @@ run() {  # dataset limit max_tokens results-file [labels; default all but auto] 
 
 if [ "$TABLE" = smollm2 ]; then
   start_proxy
-  CONCURRENCY="${CONCURRENCY:-8}"
+  CONCURRENCY="${CONCURRENCY:-8}"; GREEDY_CONCURRENCY="$CONCURRENCY"
   run arithmetic_easy 200 64 "$OUT/easy.jsonl"
   # GSM8K: the slice and the rows the table must have (the search approaches are too slow on
   # two cores for 200+ problems' worth of long answers).
@@ -129,28 +130,42 @@ if [ "$TABLE" = smoke ]; then
   exit 0
 fi
 
-# -- qwen: the proof (issue 14). Cost figures from the smoke run (docs/results.md). ---------
+# -- qwen: the proof (issue 14). STAGES picks steps (default all): STAGES="1 3" ... ---------
+# Machine time per GSM8K problem measured on the smoke run (2 cores, 8 slots): none ~8 s,
+# majority_voting (k=6) ~42 s; search approaches cost 3-20x none. See docs/results.md.
 EASY="$OUT/qwen-easy.jsonl"; HARD="$OUT/qwen-gsm8k.jsonl"; DEV="$OUT/qwen-dev.jsonl"
 TEST="--split test"
+STAGES=" ${STAGES:-1 2 3 4 5} "
+stage() { case "$STAGES" in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 start_proxy
 # 1. none and the best candidates on the full test split (200), easy set and GSM8K.
-BEST="none majority_voting self_consistency deepconf_offline deepconf_online re2"
-run arithmetic_easy 200 64 "$EASY" "$BEST" "$TEST"
-run gsm8k 200 512 "$HARD" "$BEST" "$TEST"
+BEST="${BEST:-none re2 majority_voting deepconf_online}"
+if stage 1; then
+  run arithmetic_easy 200 64 "$EASY" "$BEST" "$TEST"
+  run gsm8k 200 512 "$HARD" "$BEST" "$TEST"
+fi
 # 2. every approach on the first 100 of the test split (the same problems as step 1's first
-#    100: --limit takes the split's order).
-run arithmetic_easy 100 64 "$EASY" "" "$TEST"
-run gsm8k 100 512 "$HARD" "" "$TEST"
+#    100: --limit takes the split's order). GSM8K: about a day of machine time for all rows.
+if stage 2; then
+  run arithmetic_easy 100 64 "$EASY" "" "$TEST"
+  run gsm8k 100 512 "$HARD" "" "$TEST"
+fi
 # 3. the router: fit on the dev split (never the test problems), within a token budget.
-DEV_SET="none majority_voting self_consistency deepconf_online re2 cot_reflection"
-run arithmetic_easy 17 64 "$DEV" "$DEV_SET" "--split dev"   # the easy set's dev split is 17
-run gsm8k 100 512 "$DEV" "$DEV_SET" "--split dev"
-python -m optillm.eval fit-router "$DEV" --split dev --max-tokens-per-query "${ROUTER_BUDGET:-2000}" \
-  -o "$OUT/qwen-router.yaml"
+DEV_SET="${DEV_SET:-none re2 majority_voting deepconf_online cot_reflection}"
+if stage 3; then
+  run arithmetic_easy 17 64 "$DEV" "$DEV_SET" "--split dev"   # the easy set's dev split is 17
+  run gsm8k 100 512 "$DEV" "$DEV_SET" "--split dev"
+  python -m optillm.eval fit-router "$DEV" --split dev --min-problems 10 \
+    --max-tokens-per-query "${ROUTER_BUDGET:-2500}" -o "$OUT/qwen-router.yaml"
+fi
 # 4. auto with the learned table on the mixed test set (the easy set and GSM8K, 200 each).
-start_proxy --router-table "$OUT/qwen-router.yaml"
-run arithmetic_easy 200 64 "$EASY" "auto" "$TEST"
-run gsm8k 200 512 "$HARD" "auto" "$TEST"
+if stage 4; then
+  start_proxy --router-table "$OUT/qwen-router.yaml"
+  run arithmetic_easy 200 64 "$EASY" "auto" "$TEST"
+  run gsm8k 200 512 "$HARD" "auto" "$TEST"
+fi
+# 5. the reports: per dataset, and the mixed set (auto must sit on its Pareto frontier).
+stage 5 || exit 0
 cat "$EASY" "$HARD" > "$OUT/qwen-mixed.jsonl"
 for name in easy gsm8k mixed; do
   python -m optillm.eval report "$OUT/qwen-$name.jsonl" --out "$OUT/qwen-$name.md" \

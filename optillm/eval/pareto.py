@@ -166,7 +166,8 @@ def plot(points: Sequence[Point], path: str | Path) -> None:
                 lo = min(100 * p.low for p in pts)
                 hi = max(100 * p.high for p in pts)
                 pad = max(3.0, 0.08 * (hi - lo))
-                ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
+                # a little past 0 and 100, so points there do not sit on the frame
+                ax.set_ylim(max(-2.0, lo - pad), min(102.0, hi + pad))
                 xs = [p.tokens for p in pts]
                 ax.set_xlim(min(xs) / 1.4, max(xs) * 2.2)  # room for labels on the right
             ax.set_title(group)
