@@ -203,7 +203,7 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
                                 metrics=metrics.request)
     from .web.playground import conversation_logger  # the log files, the traced-requests ring
 
-    logger = conversation_logger(settings)
+    logger = conversation_logger(settings, store)
     services = Services(settings=settings, registry=registry, plugin_manager=plugin_manager,
                         upstream=stack, executor=executor,
                         pipeline=Pipeline(registry, stack, executor, settings.upstream_timeout,

@@ -22,8 +22,9 @@ Data (proxy key required, OpenAI error objects):
 The records hold every client's prompts: a proxy without a key serves them to loopback
 clients only (403 ``records_need_a_key`` to others).
 
-Records come from ``optillm.web.traces``: the log files with ``--log-conversations``, else a
-small in-memory ring of the requests that sent ``X-Optillm-Trace: 1`` (the playground's).
+Records come from ``optillm.web.traces``: the log files with ``--log-conversations``, else the
+requests that sent ``X-Optillm-Trace: 1`` (the playground's): a small in-memory ring per
+process, and by request id the app's shared store (any worker finds them for an hour).
 """
 
 from __future__ import annotations
@@ -62,12 +63,13 @@ def _wants_trace() -> bool:
     return has_request_context() and request.headers.get(TRACE_HEADER, "") in ("1", "true")
 
 
-def conversation_logger(settings: Any) -> TracingLogger:
+def conversation_logger(settings: Any, store: Any = None) -> TracingLogger:
     """The app's conversation logger: the JSONL files when ``settings.log_conversations``,
-    and the ring of traced requests."""
+    and the traced requests (this process's ring; by id also in ``store``, the app's shared
+    ``LazyStore``, so any worker finds them)."""
     files = ConversationLogger(settings.conversation_log_dir) \
         if settings.log_conversations else None
-    return TracingLogger(files, RecentRecords(RING_SIZE), _wants_trace)
+    return TracingLogger(files, RecentRecords(RING_SIZE), _wants_trace, store)
 
 
 def _logger() -> TracingLogger | None:

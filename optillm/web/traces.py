@@ -7,9 +7,11 @@ record (``optillm.upstream.conversation_log``). Records exist only where someone
   (shared by all workers); ``read_log`` reads them back newest first;
 - a request that sends ``X-Optillm-Trace: 1`` (the playground's do) has one even with logging
   off, kept in a small bounded ring in this process's memory (``RecentRecords``, 64 records by
-  default; oldest dropped first). Requests without the header and without logging pay nothing
-  but one header lookup, so the hot passthrough path stays as it is. Under several gunicorn
-  workers the ring is per worker: turn logging on to find any worker's records.
+  default; oldest dropped first) and, by request id, in the app's shared store (Redis, else
+  the on-disk store) for ``TRACE_TTL`` seconds, so ``find`` answers from any worker. Requests
+  without the header and without logging pay nothing but one header lookup, so the hot
+  passthrough path stays as it is. The list of recent records (``recent``) is the log files'
+  with logging on, else this worker's ring.
 
 ``TracingLogger`` is what the app keeps as ``services.conversation_logger``: its ``start``
 returns a ``ConversationRecord`` when the request is logged or traced, else None (the routes
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import threading
 from collections import deque
@@ -31,6 +34,11 @@ from ..upstream.conversation_log import ConversationLogger, ConversationRecord, 
 #: How many bytes of log files one look-up may read from their ends (newest first).
 MAX_SCAN_BYTES = 64 * 1024 * 1024
 _BLOCK = 1 << 16
+#: Seconds a traced record stays in the shared store.
+TRACE_TTL = 3600.0
+_PREFIX = "trace:"
+
+log = logging.getLogger(__name__)
 
 
 class RecentRecords:
@@ -62,28 +70,41 @@ class RecentRecords:
 
 
 class _Sink:
-    """Where one record goes when it finishes: the log files, the ring, or both."""
+    """Where one record goes when it finishes: the log files; for a traced request also the
+    ring and the shared store (``store`` None: not traced). A store failure is logged, never
+    raised: the answer has gone out already."""
 
-    def __init__(self, files: ConversationLogger | None, ring: RecentRecords | None):
+    def __init__(self, files: ConversationLogger | None, ring: RecentRecords | None,
+                 store: Any = None):
         self.files = files
         self.ring = ring
+        self.store = store
 
     def write(self, data: dict[str, Any]) -> None:
         if self.ring is not None:
-            self.ring.add(redact(data))
+            record = redact(data)
+            self.ring.add(record)
+            if self.store is not None:
+                try:
+                    self.store.set(_PREFIX + str(record.get("request_id")),
+                                   json.dumps(record, default=str).encode(), TRACE_TTL)
+                except Exception as exc:  # noqa: BLE001 - Redis, disk, a missing package
+                    log.warning("traced record not shared: %s: %s", type(exc).__name__, exc)
         if self.files is not None:
             self.files.write(data)
 
 
 class TracingLogger:
     """The app's conversation logger: ``files`` (None when logging is off) plus ``ring`` for
-    the requests ``wants_trace()`` says asked for a trace (read in the request's context)."""
+    the requests ``wants_trace()`` says asked for a trace (read in the request's context),
+    which also go to ``store`` (a ``KVStore``; None: this process only)."""
 
     def __init__(self, files: ConversationLogger | None, ring: RecentRecords,
-                 wants_trace: Callable[[], bool]):
+                 wants_trace: Callable[[], bool], store: Any = None):
         self.files = files
         self.ring = ring
         self.wants_trace = wants_trace
+        self.store = store
 
     @property
     def directory(self) -> str | None:
@@ -95,14 +116,20 @@ class TracingLogger:
         traced = self.wants_trace()
         if self.files is None and not traced:
             return None
-        sink = _Sink(self.files, self.ring if traced else None)
+        sink = _Sink(self.files, self.ring if traced else None, self.store)
         return ConversationRecord(sink, request_id, approach, model,  # type: ignore[arg-type]
                                   client_request)
 
     def find(self, request_id: str) -> dict[str, Any] | None:
-        """The record of ``request_id``: the ring first, then the log files (newest first,
-        at most ``MAX_SCAN_BYTES``). None when neither has it (yet)."""
+        """The record of ``request_id``: the ring first, then the shared store, then the log
+        files (newest first, at most ``MAX_SCAN_BYTES``). None when none has it (yet)."""
         found = self.ring.get(request_id)
+        if found is None and self.store is not None:
+            try:
+                raw = self.store.get(_PREFIX + request_id)
+                found = json.loads(raw) if raw else None
+            except Exception as exc:  # noqa: BLE001 - fall through to the files
+                log.warning("shared traces unreadable: %s: %s", type(exc).__name__, exc)
         if found is None and self.files is not None:
             needle = json.dumps(request_id).encode()
             for record in read_log(self.files.directory, needle=needle):

@@ -61,6 +61,7 @@ class Served:
         self.app = create_app(Settings(base_url="http://fake.invalid/v1", log="warning",
                                        keepalive_interval=0.05,
                                        conversation_log_dir=str(tmp_path / "logs"),
+                                       cache_dir=str(tmp_path / "store"),
                                        **settings), upstream=self.fake)
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"

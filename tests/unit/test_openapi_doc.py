@@ -163,7 +163,9 @@ def _validator(document: dict, name: str):
     return jsonschema.Draft202012Validator(schema)
 
 
-def test_optillm_bodies_and_answers_match_the_documented_schemas(client, fake, document):
+def test_optillm_bodies_and_answers_match_the_documented_schemas(make_app, fake, document,
+                                                                tmp_path):
+    client = make_app(cache_dir=str(tmp_path / "store")).test_client()
     request = {"model": "fake", "messages": [{"role": "user", "content": "2+2?"}],
                "optillm_approach": "bon", "best_of_n": 2, "max_upstream_calls": 5,
                "cache": {"no-store": True}}

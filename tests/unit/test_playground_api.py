@@ -11,6 +11,12 @@ from optillm.web import traces
 TRACE = {"X-Optillm-Trace": "1"}
 
 
+@pytest.fixture
+def client(make_app, tmp_path):
+    """The app with its shared store in this test's folder (traced records go there too)."""
+    return make_app(cache_dir=str(tmp_path / "store")).test_client()
+
+
 def ask(client, request_id, approach="bon", headers=None, **body):
     return client.post("/v1/chat/completions", headers={"X-Request-ID": request_id,
                                                         **(headers or {})},
@@ -29,8 +35,8 @@ def test_traced_request_is_kept_with_logging_off(client, fake):
     assert record["error"] is None
 
 
-def test_untraced_request_is_not_recorded_with_logging_off(make_app):
-    app = make_app()
+def test_untraced_request_is_not_recorded_with_logging_off(make_app, tmp_path):
+    app = make_app(cache_dir=str(tmp_path / "store"))
     client = app.test_client()
     assert ask(client, "plain-1").status_code == 200
     response = client.get("/v1/optillm/requests/plain-1")
@@ -40,7 +46,7 @@ def test_untraced_request_is_not_recorded_with_logging_off(make_app):
 
 
 def test_records_come_from_the_log_files_when_logging_is_on(make_app, tmp_path):
-    app = make_app(log_conversations=True)
+    app = make_app(log_conversations=True, cache_dir=str(tmp_path / "store"))
     client = app.test_client()
     assert ask(client, "logged-1", approach="re2").status_code == 200
     assert ask(client, "logged-2", approach="bon").status_code == 200
@@ -72,8 +78,8 @@ def test_list_filters_by_approach_and_status(client, fake):
         assert client.get("/v1/optillm/requests" + bad).status_code == 400, bad
 
 
-def test_data_routes_need_the_key_pages_do_not(make_app):
-    client = make_app(optillm_api_key="sk-p").test_client()
+def test_data_routes_need_the_key_pages_do_not(make_app, tmp_path):
+    client = make_app(optillm_api_key="sk-p", cache_dir=str(tmp_path / "store")).test_client()
     key = {"Authorization": "Bearer sk-p"}
     assert ask(client, "k-1", headers={**TRACE, **key}).status_code == 200
     assert client.get("/v1/optillm/requests/k-1").status_code == 401
@@ -83,16 +89,16 @@ def test_data_routes_need_the_key_pages_do_not(make_app):
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
 
 
-def test_records_without_a_key_are_for_loopback_clients_only(make_app):
+def test_records_without_a_key_are_for_loopback_clients_only(make_app, tmp_path):
     remote = {"REMOTE_ADDR": "192.0.2.7"}
-    open_app = make_app().test_client()
+    open_app = make_app(cache_dir=str(tmp_path / "store")).test_client()
     ask(open_app, "r-1", headers=TRACE)
     for path in ("/v1/optillm/requests/r-1", "/v1/optillm/requests"):
         response = open_app.get(path, environ_base=remote)
         assert response.status_code == 403, path
         assert response.get_json()["error"]["code"] == "records_need_a_key"
         assert open_app.get(path).status_code == 200, path  # the test client is 127.0.0.1
-    keyed = make_app(optillm_api_key="sk-p").test_client()
+    keyed = make_app(optillm_api_key="sk-p", cache_dir=str(tmp_path / "store")).test_client()
     key = {"Authorization": "Bearer sk-p"}
     ask(keyed, "r-2", headers={**TRACE, **key})
     assert keyed.get("/v1/optillm/requests/r-2", headers=key, environ_base=remote
@@ -112,6 +118,32 @@ def test_index_redirects_browsers_and_describes_itself_to_others(client):
     assert browser.status_code == 302 and browser.headers["Location"].endswith("/playground")
     other = client.get("/", headers={"Accept": "*/*"})
     assert other.status_code == 200 and other.get_json()["playground"] == "/playground"
+
+
+def test_a_traced_record_is_found_from_another_worker(make_app, tmp_path):
+    """Two apps over one shared store stand for two gunicorn workers, logging off."""
+    first = make_app(cache_dir=str(tmp_path / "store")).test_client()
+    second = make_app(cache_dir=str(tmp_path / "store"))
+    assert ask(first, "w-1", headers=TRACE).status_code == 200
+    assert len(second.extensions["optillm"].conversation_logger.ring) == 0
+    record = second.test_client().get("/v1/optillm/requests/w-1")
+    assert record.status_code == 200 and record.get_json()["approach"] == "bon"
+    assert second.test_client().get("/v1/optillm/requests/w-2").status_code == 404
+
+
+def test_a_store_failure_loses_only_the_shared_copy(make_app, tmp_path, monkeypatch):
+    app = make_app(cache_dir=str(tmp_path / "store"))
+    store = app.extensions["optillm"].store
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "set", broken)
+    monkeypatch.setattr(store, "get", broken)
+    client = app.test_client()
+    assert ask(client, "f-1", headers=TRACE).status_code == 200
+    assert client.get("/v1/optillm/requests/f-1").status_code == 200  # from the ring
+    assert client.get("/v1/optillm/requests/f-2").status_code == 404
 
 
 def test_ring_is_bounded_and_newest_first():
