@@ -1,8 +1,8 @@
 """The ``optillm`` command: serve the proxy under gunicorn (``--dev``: Flask's dev server).
 
 ``optillm [flags]`` and ``python -m optillm [flags]`` are the same. Every flag also reads
-``OPTILLM_<FLAG>``. By default one gevent worker serves (``--workers N``, ``--worker-class
-gthread``; ``optillm.serve``). Without ``--base-url`` (or Azure settings) the embedded local
+``OPTILLM_<FLAG>``. By default one gthread worker serves (``--workers N``, ``--worker-class
+gevent``; ``optillm.serve``). Without ``--base-url`` (or Azure settings) the embedded local
 model starts with the proxy and stops with it: the gunicorn master holds it and the workers
 share it. ``--version`` prints the version.
 """

@@ -1,9 +1,10 @@
 """Serving under gunicorn: the application the ``optillm`` command runs, its hooks and loggers.
 
 ``run_gunicorn(settings)`` serves ``create_app(settings)`` with ``settings.workers`` workers of
-``settings.worker_class`` (``gevent`` by default: about twice gthread's throughput at equal
-latency on 2 cores, see README "Running it"; ``gthread`` runs ``--max-parallel-calls``
-threads, at least 4). Settings reach the workers as the value itself (each worker builds its
+``settings.worker_class``: ``gthread`` by default (``--max-parallel-calls`` threads, at least
+4), which measured lower added latency and more req/s with two workers than ``gevent`` on
+these 2 cores (README "Running it"); ``gevent`` is there for many idle streaming
+connections, with its imports fixed for monkey-patching (``_gevent_worker_class``). Settings reach the workers as the value itself (each worker builds its
 app from it after the fork), never through the environment.
 
 Metrics: before any worker starts, ``prepare_metrics_dir`` points ``PROMETHEUS_MULTIPROC_DIR``

@@ -49,7 +49,7 @@ class Settings:
     log_format: str = "text"
     access_log: bool = True
     workers: int = 1
-    worker_class: str = "gevent"
+    worker_class: str = "gthread"
     dev: bool = False
     metrics_dir: str | None = None
     local_model: str | None = None
@@ -257,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="no access log line per request (gunicorn)")
     add("--workers", type=int, help="gunicorn worker processes (default 1)")
     add("--worker-class", choices=["gevent", "gthread"],
-        help="gunicorn worker class (default gevent; gthread runs --max-parallel-calls threads)")
+        help="gunicorn worker class: gthread (default; --max-parallel-calls threads, at least "
+             "4) or gevent")
     add("--dev", action="store_const", const=True,
         help="Flask's development server instead of gunicorn (one process, not for production)")
     add("--version", action="version", version=f"optillm {_version()}")

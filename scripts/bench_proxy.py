@@ -1,8 +1,8 @@
 """Benchmark the proxy against the stub upstream (``scripts/stub_upstream.py``) on loopback.
 
 One run first measures the ``optillm`` command as a user starts it (``SERVING_COMMANDS``: the
-default, one gevent worker, and ``--workers 2``; ``--compare-worker-classes`` adds each with
-``--worker-class gthread``) over a 0 ms stub: interleaved passthrough latency against the stub
+default, one gthread worker, and ``--workers 2``; ``--compare-worker-classes`` adds each with
+``--worker-class gevent``) over a 0 ms stub: interleaved passthrough latency against the stub
 (added p50/p95) and req/s at 1/8/32 clients, next to the direct figures. Then it starts a stub
 upstream (0 ms latency) and the proxy under gunicorn directly (``-w 2 -k gthread --threads
 16``, ``OPTILLM_BASE_URL`` pointing at the stub), and measures:
@@ -631,13 +631,13 @@ def print_serving(rows: list[ServingRow], direct: dict[int, float],
 
 def run_serving(args: argparse.Namespace, stack: contextlib.ExitStack,
                 errors: ErrorLog) -> None:
-    """The serving phase: ``SERVING_COMMANDS`` (plus ``--worker-class gthread`` variants
+    """The serving phase: ``SERVING_COMMANDS`` (plus ``--worker-class gevent`` variants
     with ``--compare-worker-classes``) against one 0 ms stub, next to the direct figures."""
     log("serving phase: a 0 ms stub, the optillm command over it...")
     stub = stack.enter_context(stub_upstream.start_subprocess(latency_ms=0))
     commands = list(SERVING_COMMANDS)
     if args.compare_worker_classes:
-        commands += [(f"{label} --worker-class gthread", flags + ["--worker-class", "gthread"])
+        commands += [(f"{label} --worker-class gevent", flags + ["--worker-class", "gevent"])
                      for label, flags in SERVING_COMMANDS]
     direct: dict[int, float] = {}
     for clients in THROUGHPUT_CLIENTS:
@@ -755,7 +755,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--serving-only", action="store_true",
                    help="only the serving phase (the optillm command, default and --workers 2)")
     p.add_argument("--compare-worker-classes", action="store_true",
-                   help="the serving phase also runs each command with --worker-class gthread")
+                   help="the serving phase also runs each command with --worker-class gevent")
     args = p.parse_args(argv)
     args.time_limit = args.time_limit or (900.0 if args.all_approaches else 480.0)
     args.requests = args.requests or (100 if args.quick else 300)

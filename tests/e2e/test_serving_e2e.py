@@ -1,4 +1,4 @@
-"""The ``optillm`` command as served (gunicorn, gevent workers) over the stub upstream.
+"""The ``optillm`` command as served (gunicorn: gthread workers, gevent too) over the stub.
 
 No model starts here (``scripts/stub_upstream.py`` is the upstream), so these tests need no
 lock. They check what only a real server shows: metrics summed over two workers and kept when
@@ -217,13 +217,14 @@ def test_json_log_format(stub, tmp_path):
     assert others == []  # every log line is a JSON object
 
 
-def test_fan_out_and_streams_under_gevent(tmp_path):
-    """bon's samples run concurrently on the gevent worker (the executor's threads are
-    greenlets), and both kinds of stream end with [DONE]."""
+@pytest.mark.parametrize("worker_class", ["gthread", "gevent"])
+def test_fan_out_and_streams_under_each_worker_class(tmp_path, worker_class):
+    """bon's samples run concurrently on either worker (under gevent the executor's threads
+    are greenlets), and both kinds of stream end with [DONE]."""
     stub = stub_upstream.start_subprocess(latency_ms=200)
-    served = start(stub.url, tmp_path)
+    served = start(stub.url, tmp_path, "--worker-class", worker_class)
     try:
-        assert "gevent worker" in served.log()
+        assert f"1 {worker_class} worker" in served.log()
         stub.reset()
         started = time.monotonic()
         status, headers, body = served.chat("bon-stub-model")
