@@ -142,16 +142,23 @@ def assemble(spec: ModelSpec, cache_dir: str) -> str:
     in ``cache_dir`` (hashing as it copies), checks size and sha256, fsyncs and renames it into
     place; the others wait on the lock and then find it done. A file already there with the
     right size and a matching stamp is reused without rehashing; one without a stamp is hashed
-    once. Raises: LocalModelUnavailable for a missing part or a size/sha256 mismatch (the
-    temporary file is removed; nothing half-written is ever at the final name).
+    once. Raises: LocalModelUnavailable for a missing part, a size/sha256 mismatch (the
+    temporary file is removed; nothing half-written is ever at the final name) or a cache
+    folder that cannot be written.
     """
     if spec.in_place:
         return part_files(spec)[0]
     target = os.path.join(cache_dir, spec.filename)
     if _verified(target, spec):
         return target
-    os.makedirs(cache_dir, mode=0o755, exist_ok=True)
-    with open(target + ".lock", "w") as lock:
+    try:
+        os.makedirs(cache_dir, mode=0o755, exist_ok=True)
+        lock = open(target + ".lock", "w")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise LocalModelUnavailable(f"cannot write the model cache folder {cache_dir} "
+                                    f"({exc.strerror}); choose another with "
+                                    f"--model-cache-dir") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _verified(target, spec):
             return target  # another process assembled it while we waited

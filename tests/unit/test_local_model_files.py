@@ -157,3 +157,10 @@ def test_settings_feed_the_cache_and_runtime_folders(tmp_path):
     assert state_dir(None) == f"/tmp/optillm-{os.getuid()}"
     flagged = Settings.from_args(["--model-cache-dir", str(tmp_path / "m")], env)
     assert flagged.models_path == str(tmp_path / "m")
+
+
+def test_an_unwritable_cache_folder_names_the_flag(parts, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(LocalModelUnavailable, match="--model-cache-dir"):
+        assemble(parts, str(blocker / "cache"))
