@@ -35,7 +35,7 @@ from ..errors import (
 from ..plan.planner import parse_plan, plan_for_model
 from .request_context import current_request_id, note_plan
 from .streaming import DONE, event, stream_approach
-from ..types import ChatRequest, Completion
+from ..types import ChatRequest, Completion, Message, generated_text, reasoning_share
 from ..upstream.base import CallMeta
 
 _loads = orjson.loads  # several times faster than the stdlib's json (a hard dependency)
@@ -233,9 +233,12 @@ def _passthrough(body, raw: bytes, plan, stream: bool, messages, meta, record,
 
 def conform_completion(data: bytes) -> bytes:
     """The upstream's chat completion bytes, unchanged when they have the fields OpenAI's
-    schema requires; else with ``choices[].logprobs`` and ``message.refusal`` added as null
-    (llama-server leaves both out). Costs two substring searches on conforming bodies."""
-    if b'"logprobs"' in data and b'"refusal"' in data:
+    schema requires and ``usage.completion_tokens_details.reasoning_tokens``; else with
+    ``choices[].logprobs`` and ``message.refusal`` added as null (llama-server leaves both
+    out) and the reasoning figure added (``types.reasoning_share`` of the choices' thinking).
+    Costs three substring searches on conforming bodies."""
+    if b'"logprobs"' in data and b'"refusal"' in data and (
+            b'"reasoning_tokens"' in data or b'"usage"' not in data):
         return data
     try:
         parsed = _loads(data)
@@ -249,7 +252,24 @@ def conform_completion(data: bytes) -> bytes:
             choice.setdefault("logprobs", None)
             if isinstance(choice.get("message"), dict):
                 choice["message"].setdefault("refusal", None)
+    add_reasoning_tokens(parsed.get("usage"), [c.get("message") for c in choices
+                                               if isinstance(c, dict)])
     return _dumps(parsed)
+
+
+def add_reasoning_tokens(usage: Any, messages: list[Any]) -> None:
+    """Give an upstream ``usage`` dict ``completion_tokens_details.reasoning_tokens`` when it
+    has none: the thinking share of ``messages`` (message or delta dicts), else 0."""
+    if not isinstance(usage, dict):
+        return
+    details = usage.get("completion_tokens_details")
+    if not isinstance(details, dict):
+        details = usage["completion_tokens_details"] = {}
+    if details.get("reasoning_tokens") is None:
+        texts = [generated_text(Message("assistant", m.get("content"), m))
+                 for m in messages if isinstance(m, dict)]
+        details["reasoning_tokens"] = reasoning_share(texts,
+                                                      int(usage.get("completion_tokens") or 0))
 
 
 def _loads_or_text(data: bytes) -> Any:
