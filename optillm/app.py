@@ -23,16 +23,16 @@ from typing import Any
 
 from flask import Flask
 
-from .plan.profiles import install as install_profiles
 from .concurrency import BoundedExecutor
-from .upstream.config import GatewayConfig, load_config
-from .upstream.store import LazyStore
-from .upstream.local_model import LocalModel
-from .plan.pipeline import Pipeline
 from .plan.loader import build_registry
+from .plan.pipeline import Pipeline
+from .plan.profiles import install as install_profiles
 from .plan.registry import Registry
 from .settings import Settings
 from .upstream.base import Upstream
+from .upstream.config import GatewayConfig, load_config
+from .upstream.local_model import LocalModel
+from .upstream.store import LazyStore
 
 log = logging.getLogger("optillm")
 #: Answer headers a browser page on an allowed origin may read (CORS).
@@ -219,9 +219,9 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
     app.json.sort_keys = False
     app.extensions["optillm"] = services
     app.extensions["optillm.metrics"] = metrics
+    from .web.chat import bp, register_error_handlers
     from .web.observability import bp as observability_bp
     from .web.responses import bp as responses_bp
-    from .web.chat import bp, register_error_handlers
 
     app.register_blueprint(observability_bp)  # first: request ids before authentication
     app.register_blueprint(bp)

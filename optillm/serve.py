@@ -4,7 +4,8 @@
 ``settings.worker_class``: ``gthread`` by default (``--max-parallel-calls`` threads, at least
 4), which measured lower added latency and more req/s with two workers than ``gevent`` on
 these 2 cores (README "Running it"); ``gevent`` is there for many idle streaming
-connections, with its imports fixed for monkey-patching (``_gevent_worker_class``). Settings reach the workers as the value itself (each worker builds its
+connections, with its imports fixed for monkey-patching (``_gevent_worker_class``). Settings reach
+the workers as the value itself (each worker builds its
 app from it after the fork), never through the environment.
 
 Metrics: before any worker starts, ``prepare_metrics_dir`` points ``PROMETHEUS_MULTIPROC_DIR``
@@ -27,7 +28,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from .settings import Settings
+from .settings import Settings, export_metrics_dir
 
 
 def worker_class(requested: str) -> str:
@@ -134,7 +135,7 @@ def run_gunicorn(settings: Settings) -> None:
 
     kind = worker_class(settings.worker_class)
     metrics_dir, made = prepare_metrics_dir(settings.metrics_dir)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # read by prometheus-client on import
+    export_metrics_dir(metrics_dir)  # read by prometheus-client on import, in every worker
     settings = settings.replace(metrics_dir=metrics_dir, worker_class=kind)
 
     def child_exit(server, worker) -> None:

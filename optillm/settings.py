@@ -94,7 +94,8 @@ class Settings:
 
     @property
     def private_networks(self) -> bool | tuple[str, ...]:
-        """``--allow-private-urls`` for ``optillm.toolkit.net.fetch``: False (none, the default), True
+        """``--allow-private-urls`` for ``optillm.toolkit.net.fetch``: False (none, the default),
+        True
         (``all``: every non-global address but the cloud metadata ones) or the CIDRs listed."""
         value = self.allow_private_urls.strip()
         if not value or value.lower() in ("none", "false", "0"):
@@ -131,6 +132,13 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def for_algorithms(self) -> Settings:
+        """These settings as approaches and plugins see them (``ctx.settings``): server policy
+        (folders, networks, the search backend) without the environment and without the
+        proxy's and the upstream's keys, which no algorithm needs."""
+        return dataclasses.replace(self, environ={}, openai_api_key=None, azure_api_key=None,
+                                   optillm_api_key=None)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -302,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--cors-allow-origins", help="browser origins allowed to call the proxy (CORS), "
                                      "comma-separated, or '*' (default: none, CORS off)")
     return p
+
+
+def export_metrics_dir(path: str) -> None:
+    """Set ``PROMETHEUS_MULTIPROC_DIR`` for this process and the gunicorn workers it forks:
+    prometheus-client reads it (and only it) when it is first imported."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
 
 
 def prepare_litellm_import() -> None:

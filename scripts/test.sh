@@ -24,4 +24,14 @@ if [ ! -x /usr/bin/chromium ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     chromium >/dev/null
 fi
+# LiteLLM's own proxy (tests/unit/test_litellm_bridge.py serves optillm's provider behind it)
+# pins gunicorn<24 and rich<14, so it lives in a venv of its own that sees this environment's
+# packages (optillm's dependencies) but never changes them.
+LITELLM_VENV="${OPTILLM_LITELLM_PROXY_VENV:-$HOME/.cache/optillm-venvs/litellm-proxy}"
+if [ ! -x "$LITELLM_VENV/bin/litellm" ]; then
+  echo "test: installing LiteLLM's proxy into $LITELLM_VENV..."
+  python -m venv --system-site-packages "$LITELLM_VENV"
+  "$LITELLM_VENV/bin/python" -m pip install -q 'litellm[proxy]>=1.60'
+fi
+export OPTILLM_LITELLM_PROXY="$LITELLM_VENV/bin/litellm"
 python -m pytest "$@"

@@ -45,10 +45,10 @@ import logging
 import re
 from dataclasses import dataclass, field
 
+from ..errors import UpstreamError, UpstreamTimeoutError
 from ..options import opt
 from ..toolkit.answers import extract_answer, vote
 from ..toolkit.context import Answer, BudgetExhausted, RunContext
-from ..errors import UpstreamError, UpstreamTimeoutError
 from ..types import Completion, Message
 
 SLUG = "cepo"

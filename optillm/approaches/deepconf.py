@@ -40,6 +40,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..errors import BadRequestError, CapabilityError
 from ..options import opt
 from ..toolkit.answers import Vote, extract_answer, vote
 from ..toolkit.confidence import (
@@ -53,7 +54,6 @@ from ..toolkit.confidence import (
     trace_confidence,
 )
 from ..toolkit.context import Answer, RunContext
-from ..errors import BadRequestError, CapabilityError
 from ..types import Usage
 
 SLUG = "deepconf"

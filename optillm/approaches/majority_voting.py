@@ -4,7 +4,8 @@ The "maj@k" baseline of test-time scaling (the voting half of Wang et al., "Self
 Improves Chain of Thought Reasoning in Language Models", arXiv 2203.11171), as OptiLLM's
 ``majority_voting`` plugin. The k samples come from one call with ``n=k`` (the upstream stack
 emulates ``n`` with concurrent calls where the upstream lacks it), so the wall time is one call
-deep. Answers are extracted and voted on by ``optillm.toolkit.answers``: equivalent answers (``1/2``,
+deep. Answers are extracted and voted on by ``optillm.toolkit.answers``: equivalent answers
+(``1/2``,
 ``0.5``, ``\\frac{1}{2}``) count as one where math-verify is installed. The text returned is
 the first sample that reached the winning answer, unchanged (with its finish reason); when no
 sample states an answer, the first sample. Not streamed: the answer exists once all samples do.
@@ -32,10 +33,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import CapabilityError
 from ..options import opt
 from ..toolkit import answers
 from ..toolkit.context import Answer, RunContext
-from ..errors import CapabilityError
 
 SLUG = "majority_voting"
 

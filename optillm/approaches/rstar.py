@@ -17,7 +17,8 @@ and expands it; at a fully expanded node it follows the best UCT child
 (``Q/N + rstar_c * sqrt(ln N_parent / N)``); it stops at a terminal node. Rollouts run in
 concurrent batches of ``rstar_batch_size`` (``ctx.map``); the tree is changed only under a
 lock, and the upstream calls run outside it. After each batch every rollout's terminal answer
-(``optillm.toolkit.answers.extract_answer``) is rewarded with its share among all terminal answers so
+(``optillm.toolkit.answers.extract_answer``) is rewarded with its share among all terminal answers
+so
 far (0 without an answer), backed up along its path.
 
 Discriminator (mutual consistency): for every distinct terminal trajectory with an answer, the
@@ -25,7 +26,8 @@ later half is masked and the model completes the solution from the first half (o
 concurrently); a trajectory is consistent when the completion reaches an equivalent answer
 (``optillm.toolkit.answers.equivalent``). The answer is the consistent trajectory with the best mean
 reward; without a consistent one, the best of the majority answer's trajectories
-(``optillm.toolkit.answers.vote``). The returned text is the whole trajectory (its steps and its final
+(``optillm.toolkit.answers.vote``). The returned text is the whole trajectory (its steps and its
+final
 answer); ``reasoning`` labels each step with its action.
 
 Calls, with R = rstar_num_rollouts, D = rstar_max_depth: at most ``R * D`` for the rollouts

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..concurrency import BoundedExecutor
-from ..toolkit.context import Answer, Budget, Cancelled, RunContext
 from ..errors import BadRequestError, OptillmError, UpstreamError
-from .planner import PARALLEL, SEQUENCE, Plan
-from .registry import Registry
 from ..settings import Settings
+from ..toolkit.context import Answer, Budget, Cancelled, RunContext
 from ..types import ChatRequest, Choice, Completion, Message, Usage
 from ..upstream.base import CallMeta, Upstream
+from .planner import PARALLEL, SEQUENCE, Plan
+from .registry import Registry
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,11 @@ class Pipeline:
     #: Server-side option defaults (e.g. from ``--cepo-config``): under the model name's and
     #: the body's values, over the options' own defaults.
     option_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    #: The server's settings, handed to every context (``ctx.settings``).
+    #: The server's settings; every context gets ``settings.for_algorithms()``.
     settings: Settings | None = None
+
+    def __post_init__(self) -> None:
+        self._algorithm_settings = self.settings.for_algorithms() if self.settings else None
 
     def run(self, plan: Plan, request: ChatRequest, body: Mapping[str, Any], meta: CallMeta,
             *, full_response: bool = False, sink: Callable[[str], None] | None = None,
@@ -87,7 +90,7 @@ class Pipeline:
                              cancelled=cancelled, budget=budget,
                              delegate=lambda child, creq, opts=None:
                              run_one(child, creq, False, opts)[0],
-                             settings=self.settings)
+                             settings=self._algorithm_settings)
             with lock:
                 contexts.append(ctx)
             return ctx

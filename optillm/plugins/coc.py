@@ -1,7 +1,8 @@
 """``coc``: Chain of Code (Li et al., "Chain of Code: Reasoning with a Language Model-Augmented
 Code Emulator", arXiv 2312.04474).
 
-The model writes a Python program for the problem; it runs in ``optillm.toolkit.sandbox`` (no network,
+The model writes a Python program for the problem; it runs in ``optillm.toolkit.sandbox`` (no
+network,
 time and memory limits). When a run fails, the model is shown the error and asked for a
 corrected program, up to ``coc_max_attempts`` runs in all. When no run succeeds (the code
 needs semantic steps no interpreter can do, or stays broken), the model emulates the

@@ -11,7 +11,8 @@ the new numbered sources. The loop stops after ``deep_research_max_iterations``,
 finds no new sources, or once ``deep_research_max_sources`` sources are collected. A final call
 writes the report with ``[n]`` citations and a source list.
 
-Page reading: the pages are fetched concurrently through ``optillm.toolkit.net.fetch`` (pinned, checked
+Page reading: the pages are fetched concurrently through ``optillm.toolkit.net.fetch`` (pinned,
+checked
 addresses under the server's ``--allow-private-urls``, ``ctx.settings.private_networks``, never
 widened for the search backend's result URLs; ``web_search_timeout`` and the fetcher's size
 limit); a page's main text (as ``readurls`` extracts it, first ``PAGE_CHARS`` characters)

@@ -6,7 +6,8 @@ Structures", arXiv 2402.03620): three calls compose a reasoning structure for th
 back to the first ``deepthink_modules``), ADAPT them to the task, IMPLEMENT them as a
 step-by-step plan. Uncertainty-routed CoT (Gemini report, arXiv 2312.11805): ``deepthink_samples``
 chain-of-thought samples that follow the plan (one call with ``n``, temperature
-``deepthink_temperature``); their final answers are extracted (``optillm.toolkit.answers``) and voted;
+``deepthink_temperature``); their final answers are extracted (``optillm.toolkit.answers``) and
+voted;
 if the majority's share is at least ``deepthink_threshold`` its first sample is the answer,
 else one greedy (temperature 0) answer call decides (final, streamed).
 

@@ -27,9 +27,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import BadRequestError, MissingExtraError, UpstreamError
 from ..options import opt
 from ..toolkit.context import Answer, RunContext
-from ..errors import BadRequestError, MissingExtraError, UpstreamError
 from ..types import Message
 
 SLUG = "json"

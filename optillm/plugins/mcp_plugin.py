@@ -42,9 +42,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import BadRequestError, MissingExtraError
 from ..options import opt
 from ..toolkit.context import Answer, RunContext
-from ..errors import BadRequestError, MissingExtraError
 from ..types import Message
 
 SLUG = "mcp"

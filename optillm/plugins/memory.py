@@ -42,9 +42,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from ..errors import BadRequestError, MissingExtraError
 from ..options import opt
 from ..toolkit.context import Answer, RunContext
-from ..errors import BadRequestError, MissingExtraError
 from ..types import Completion
 
 SLUG = "memory"

@@ -43,9 +43,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..errors import MissingExtraError
 from ..options import opt
 from ..toolkit.context import Answer, RunContext
-from ..errors import MissingExtraError
 from ..types import Message
 
 SLUG = "privacy"

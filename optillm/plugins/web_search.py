@@ -52,16 +52,16 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
 
+from ..errors import BadRequestError
 from ..options import opt
 from ..toolkit import net
 from ..toolkit.context import Answer, RunContext
-from ..errors import BadRequestError
 
 SLUG = "web_search"
 STREAMS = True

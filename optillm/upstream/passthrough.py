@@ -9,10 +9,10 @@ and its chunks raise ``UpstreamError`` when it breaks later or ends without ``da
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 
 import urllib3
+from orjson import loads as _loads
 
 from ..errors import (
     UpstreamError,
@@ -22,11 +22,6 @@ from ..errors import (
     from_upstream_status,
 )
 from .base import RawResponse
-
-try:
-    from orjson import loads as _loads
-except ImportError:  # pragma: no cover
-    _loads = json.loads
 
 #: Bytes kept from a stream's end to see its ``data: [DONE]``.
 _TAIL = 32

@@ -33,10 +33,11 @@ from ..errors import (
     UpstreamError,
 )
 from ..plan.planner import parse_plan, plan_for_model
+from ..types import ChatRequest, Completion
+from ..upstream.base import CallMeta
+from .conform import conform_completion, with_reasoning_usage
 from .request_context import current_request_id, note_plan
 from .streaming import DONE, event, stream_approach
-from ..types import ChatRequest, Completion, Message, generated_text, reasoning_share
-from ..upstream.base import CallMeta
 
 _loads = orjson.loads  # several times faster than the stdlib's json (a hard dependency)
 _dumps = orjson.dumps
@@ -209,11 +210,15 @@ def _passthrough(body, raw: bytes, plan, stream: bool, messages, meta, record,
         return Response(data, status=upstream.status, content_type=upstream.content_type,
                         headers=headers)
 
+    options = body.get("stream_options")
+    wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+
     def relay() -> Iterator[bytes]:
         complete = False
         error = "stream ended before [DONE]"
         try:
-            yield from upstream.chunks
+            yield from (with_reasoning_usage(upstream.chunks) if wants_usage
+                        else upstream.chunks)
             complete = True
         except OptillmError as exc:  # broke midway: the status line is gone, so an error
             error = exc.message        # event the SDKs raise on ends it, never a silent cut
@@ -229,47 +234,6 @@ def _passthrough(body, raw: bytes, plan, stream: bool, messages, meta, record,
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
                              **(headers or {})},
                     direct_passthrough=True)
-
-
-def conform_completion(data: bytes) -> bytes:
-    """The upstream's chat completion bytes, unchanged when they have the fields OpenAI's
-    schema requires and ``usage.completion_tokens_details.reasoning_tokens``; else with
-    ``choices[].logprobs`` and ``message.refusal`` added as null (llama-server leaves both
-    out) and the reasoning figure added (``types.reasoning_share`` of the choices' thinking).
-    Costs three substring searches on conforming bodies."""
-    if b'"logprobs"' in data and b'"refusal"' in data and (
-            b'"reasoning_tokens"' in data or b'"usage"' not in data):
-        return data
-    try:
-        parsed = _loads(data)
-    except ValueError:
-        return data
-    choices = parsed.get("choices") if isinstance(parsed, dict) else None
-    if not isinstance(choices, list):
-        return data
-    for choice in choices:
-        if isinstance(choice, dict):
-            choice.setdefault("logprobs", None)
-            if isinstance(choice.get("message"), dict):
-                choice["message"].setdefault("refusal", None)
-    add_reasoning_tokens(parsed.get("usage"), [c.get("message") for c in choices
-                                               if isinstance(c, dict)])
-    return _dumps(parsed)
-
-
-def add_reasoning_tokens(usage: Any, messages: list[Any]) -> None:
-    """Give an upstream ``usage`` dict ``completion_tokens_details.reasoning_tokens`` when it
-    has none: the thinking share of ``messages`` (message or delta dicts), else 0."""
-    if not isinstance(usage, dict):
-        return
-    details = usage.get("completion_tokens_details")
-    if not isinstance(details, dict):
-        details = usage["completion_tokens_details"] = {}
-    if details.get("reasoning_tokens") is None:
-        texts = [generated_text(Message("assistant", m.get("content"), m))
-                 for m in messages if isinstance(m, dict)]
-        details["reasoning_tokens"] = reasoning_share(texts,
-                                                      int(usage.get("completion_tokens") or 0))
 
 
 def _loads_or_text(data: bytes) -> Any:

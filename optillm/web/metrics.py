@@ -25,20 +25,14 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import orjson
 from flask import Flask, Response, g, request
 
 from ..types import ChatRequest, Chunk, Completion
 from ..upstream.base import NO_META, CallMeta, RawResponse, UpstreamWrapper
 from .request_context import after_body, planned
 
-try:
-    import orjson as _json_mod
-
-    _loads = _json_mod.loads
-except ImportError:  # pragma: no cover
-    import json as _json_mod
-
-    _loads = _json_mod.loads
+_loads = orjson.loads
 
 #: Seconds; passthrough answers land in the first buckets, approach runs in the last.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,

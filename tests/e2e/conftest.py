@@ -92,7 +92,8 @@ def llama_servers(port: int) -> list[int]:
 
 
 def supervisors(state_path: str) -> list[int]:
-    """Running ``python -m optillm.upstream.local_model`` supervisors of the state file ``state_path``."""
+    """Running ``python -m optillm.upstream.local_model`` supervisors of the state file
+    ``state_path``."""
     found = []
     for pid in running_pids():
         args = cmdline(pid)
@@ -180,7 +181,8 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM,
 
 
 def state_path(runtime_dir: Path, slots: int, ctx_size: int | None = None) -> Path:
-    """Where ``optillm.upstream.local_model`` keeps the state of the tests' model with these slots."""
+    """Where ``optillm.upstream.local_model`` keeps the state of the tests' model with these
+    slots."""
     ctx = Settings().local_ctx_size if ctx_size is None else ctx_size
     return runtime_dir / "optillm" / f"{LocalModel(LOCAL_MODEL, slots, ctx).key}.json"
 

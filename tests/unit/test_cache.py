@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from optillm.errors import UpstreamError
+from optillm.upstream.base import RawResponse
 from optillm.upstream.cache import Entry
 from optillm.upstream.store import LazyStore
-from optillm.upstream.base import RawResponse
 
 from ..fakes import FakeUpstream
 from ..redis_fixture import redis_url  # noqa: F401 - the fixture

@@ -48,3 +48,30 @@ def test_settings_carry_their_environment_for_the_config(tmp_path):
 
 def test_an_optillm_environ_variable_is_not_a_flag():
     assert Settings.from_args([], {"OPTILLM_ENVIRON": "x"}).environ == {"OPTILLM_ENVIRON": "x"}
+
+
+def test_algorithms_see_neither_the_environment_nor_the_keys(make_app, fake):
+    """``ctx.settings`` is ``Settings.for_algorithms()``: a plugin cannot read the server's
+    environment or its keys through it."""
+    from optillm.hookspecs import hookimpl  # noqa: F401  (the registry is built by the app)
+
+    seen = {}
+    app = make_app(openai_api_key="sk-upstream", optillm_api_key="sk-proxy",
+                   environ={"SECRET": "s3"})
+    services = app.extensions["optillm"]
+    from optillm.plan.registry import Approach
+
+    def spy(ctx):
+        seen["settings"] = ctx.settings
+        from optillm.toolkit.context import Answer
+        return Answer("ok")
+
+    services.registry.register(Approach(slug="settings_spy", run=spy))
+    r = app.test_client().post("/v1/chat/completions",
+                               headers={"Authorization": "Bearer sk-proxy"},
+                               json={"model": "settings_spy-m",
+                                     "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.get_json()
+    s = seen["settings"]
+    assert s.environ == {} and s.openai_api_key is None and s.optillm_api_key is None
+    assert s.data_path == services.settings.data_path  # server policy still there

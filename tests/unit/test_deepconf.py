@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from optillm.approaches.deepconf import Options, parse_filter
+from optillm.errors import BadRequestError
 from optillm.toolkit.confidence import (
     WindowMonitor,
     bottom_percent_confidence,
@@ -26,7 +27,6 @@ from optillm.toolkit.confidence import (
     token_confidences,
     trace_confidence,
 )
-from optillm.errors import BadRequestError
 from optillm.types import ChatRequest, Choice, Chunk, Completion, Message, Usage
 from optillm.upstream.base import NO_META, CallMeta
 

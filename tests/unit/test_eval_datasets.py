@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from optillm.toolkit.answers import last_boxed
 from optillm.eval import datasets
 from optillm.eval.datasets import DatasetUnavailable, Problem, load, package_dir
+from optillm.toolkit.answers import last_boxed
 
 SIZES = {"gsm8k": 1319, "math500": 500, "arc": 1172, "aime2024": 30, "humaneval": 164,
          "asdiv": 2151, "arithmetic": 1047, "arithmetic_easy": 317}

@@ -6,8 +6,8 @@ import time
 import pytest
 
 import optillm
-from optillm.toolkit.answers import extract_answer, last_boxed, normalize
 from optillm.concurrency import BoundedExecutor
+from optillm.toolkit.answers import extract_answer, last_boxed, normalize
 
 
 def test_nested_map_does_not_deadlock_on_a_tiny_pool():

@@ -1,6 +1,7 @@
 """``deep_research`` (TTD-DR) against the local stub search server: plan, draft, query/search/
 revise iterations, stopping rules, source numbering, malformed replies, budget stop, options,
-concurrency of the searches, a chain; page reading through ``optillm.toolkit.net.fetch`` (pages served
+concurrency of the searches, a chain; page reading through ``optillm.toolkit.net.fetch`` (pages
+served
 by the stub under ``--allow-private-urls 127.0.0.1/32``), its fallback to snippets, and the
 server's address policy for the backend URL and the result pages.
 

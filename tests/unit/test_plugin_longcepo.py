@@ -3,8 +3,6 @@ garbage, the budget stop, options and a chain."""
 
 from __future__ import annotations
 
-import pytest
-
 from optillm.plugins.longcepo import group, parse_plan
 
 from ..conftest import chat

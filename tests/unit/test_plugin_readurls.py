@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from urllib3.util import connection as u3conn
 
-from optillm.toolkit import net
 from optillm.plugins import readurls
+from optillm.toolkit import net
 
 from ..conftest import chat
 

@@ -14,8 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from urllib3.util import connection as u3conn
 
-from optillm.toolkit import net
 from optillm.plugins import web_search
+from optillm.toolkit import net
 
 from ..conftest import chat
 

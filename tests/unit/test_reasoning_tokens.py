@@ -114,3 +114,48 @@ def test_responses_api_usage_carries_reasoning_tokens(client, fake):
     assert r.status_code == 200, r.get_json()
     usage = r.get_json()["usage"]
     assert 0 < usage["output_tokens_details"]["reasoning_tokens"] <= usage["output_tokens"]
+
+
+def llama_stream(pieces, usage):
+    """SSE bytes as llama-server sends them: no completion_tokens_details in the usage."""
+    events = [b"data: " + json.dumps({"object": "chat.completion.chunk", "choices": [
+        {"index": 0, "delta": {"content": p}, "finish_reason": None}]}).encode() + b"\n\n"
+        for p in pieces]
+    events.append(b"data: " + json.dumps({"object": "chat.completion.chunk", "choices": [],
+                                          "usage": usage}).encode() + b"\n\n")
+    events.append(b"data: [DONE]\n\n")
+    return b"".join(events)
+
+
+def test_stream_fixer_rewrites_only_the_usage_event():
+    from optillm.web.conform import with_reasoning_usage
+
+    raw = llama_stream(["<thi", "nk>seven eights", "</think>", "The answer is 56."],
+                       {"prompt_tokens": 4, "completion_tokens": 20, "total_tokens": 24})
+    cut = [raw[i:i + 7] for i in range(0, len(raw), 7)]  # event boundaries fall anywhere
+    out = b"".join(with_reasoning_usage(cut))
+    before, after = raw.split(b"\n\n"), out.split(b"\n\n")
+    assert len(before) == len(after)
+    changed = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
+    assert changed == [len(before) - 3]  # only the usage event; the rest pass byte for byte
+    _, data, done = events(out)
+    assert done
+    assert 0 < data[-1]["usage"]["completion_tokens_details"]["reasoning_tokens"] < 20
+    plain = llama_stream(["4"], {"prompt_tokens": 4, "completion_tokens": 1,
+                                 "total_tokens": 5})
+    _, data, _ = events(b"".join(with_reasoning_usage([plain])))
+    assert data[-1]["usage"]["completion_tokens_details"] == {"reasoning_tokens": 0}
+
+
+def test_streamed_passthrough_usage_has_reasoning_tokens(client, fake, monkeypatch):
+    from optillm.upstream.base import RawResponse
+
+    raw = llama_stream([THOUGHT], {"prompt_tokens": 4, "completion_tokens": 20,
+                                   "total_tokens": 24})
+    monkeypatch.setattr(fake, "forward", lambda body, meta=None, stream=False, model=None:
+                        RawResponse(200, "text/event-stream", iter([raw])))
+    r = chat(client, stream=True, stream_options={"include_usage": True})
+    _, data, done = events(r.get_data())
+    assert done and 0 < data[-1]["usage"]["completion_tokens_details"]["reasoning_tokens"] < 20
+    r = chat(client, stream=True)  # no usage asked for: the bytes are relayed untouched
+    assert r.get_data() == raw

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from optillm.errors import UpstreamError
-from optillm.web.responses import KEY_PREFIX, RESPONSE_TTL
 from optillm.types import Choice, Chunk, Completion, Message, Usage
+from optillm.web.responses import KEY_PREFIX, RESPONSE_TTL
 
 from ..fakes import FakeUpstream, words
 

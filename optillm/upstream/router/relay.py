@@ -11,21 +11,17 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
+
+import orjson
 
 from ...errors import OptillmError, UpstreamError
 from ...types import Chunk
 from ..base import RawResponse
 
-try:
-    import orjson
-
-    _loads = orjson.loads
-except ImportError:  # pragma: no cover
-    _loads = json.loads
+_loads = orjson.loads
 
 TOTAL_TOKENS = re.compile(rb'"total_tokens"\s*:\s*(\d+)')
 

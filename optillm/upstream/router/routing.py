@@ -46,13 +46,14 @@ beside it hold the rest.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
+
+import orjson
 
 from ...errors import (
     NotFoundError,
@@ -78,15 +79,7 @@ from .relay import (
     relay_bytes,
 )
 
-try:
-    import orjson
-
-    _loads, _dumps = orjson.loads, orjson.dumps
-except ImportError:  # pragma: no cover
-    _loads = json.loads
-
-    def _dumps(obj: Any) -> bytes:
-        return json.dumps(obj).encode()
+_loads, _dumps = orjson.loads, orjson.dumps
 
 log = logging.getLogger(__name__)
 
