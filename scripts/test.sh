@@ -28,10 +28,12 @@ fi
 # pins gunicorn<24 and rich<14, so it lives in a venv of its own that sees this environment's
 # packages (optillm's dependencies) but never changes them.
 LITELLM_VENV="${OPTILLM_LITELLM_PROXY_VENV:-$HOME/.cache/optillm-venvs/litellm-proxy}"
-if [ ! -x "$LITELLM_VENV/bin/litellm" ]; then
+if ! LITELLM_LOCAL_MODEL_COST_MAP=True "$LITELLM_VENV/bin/python" -c \
+    "import fastapi, uvicorn, litellm_proxy_extras, litellm.proxy.proxy_cli" 2>/dev/null; then
   echo "test: installing LiteLLM's proxy into $LITELLM_VENV..."
   python -m venv --system-site-packages "$LITELLM_VENV"
   "$LITELLM_VENV/bin/python" -m pip install -q 'litellm[proxy]>=1.60'
 fi
-export OPTILLM_LITELLM_PROXY="$LITELLM_VENV/bin/litellm"
+# the venv's python runs LiteLLM's proxy CLI (python -m litellm.proxy.proxy_cli)
+export OPTILLM_LITELLM_PROXY_PYTHON="$LITELLM_VENV/bin/python"
 python -m pytest "$@"

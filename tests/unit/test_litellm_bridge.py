@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -240,19 +239,20 @@ def proxy_config(doc: Path, stub_url: str) -> str:
 @pytest.mark.timeout(240)
 def test_litellm_proxy_serves_optillm_approaches(stub, tmp_path):
     # scripts/test.sh installs the proxy into a venv of its own and names it here
-    command = os.environ.get("OPTILLM_LITELLM_PROXY")
-    if not command:
-        if shutil.which("litellm") is None or any(importlib.util.find_spec(m) is None for m in (
+    python = os.environ.get("OPTILLM_LITELLM_PROXY_PYTHON")
+    if not python:
+        if any(importlib.util.find_spec(m) is None for m in (
                 "fastapi", "uvicorn", "litellm_proxy_extras")):
             pytest.skip("LiteLLM's proxy is not installed (scripts/test.sh installs it)")
-        command = "litellm"
+        python = sys.executable
+    command = [python, "-m", "litellm.proxy.proxy_cli"]
     config = tmp_path / "litellm.yaml"
     config.write_text(proxy_config(ROOT / "docs" / "litellm.md", stub.url))
     key = "sk-" + secrets.token_hex(24)
     port = _free_port()
     env = {**os.environ, "LITELLM_MASTER_KEY": key, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
            "OPENAI_API_KEY": "sk-stub", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([command, "--config", str(config), "--host", "127.0.0.1",
+    proc = subprocess.Popen([*command, "--config", str(config), "--host", "127.0.0.1",
                              "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
                             stderr=open(tmp_path / "proxy.log", "wb"), start_new_session=True)
     try:
