@@ -162,6 +162,10 @@ def chat_completions() -> Response:
         if record:
             record.finish(None, exc.message)
         raise
+    except Exception as exc:  # a bug: the client gets a 500, the log keeps the request
+        if record:
+            record.finish(None, f"internal error: {type(exc).__name__}: {exc}")
+        raise
 
 
 def _meta(request_id: str, settings, record, plan, control=None) -> CallMeta:

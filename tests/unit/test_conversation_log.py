@@ -96,3 +96,15 @@ def test_finish_writes_once(tmp_path):
     rec.finish("a")
     rec.finish("b")
     assert len(read_lines(tmp_path)) == 1
+
+
+def test_a_request_that_hits_a_bug_is_still_logged(make_app, fake, tmp_path):
+    """A non-OptillmError (a bug) answers 500 and still writes the request's record."""
+    folder = tmp_path / "conv"
+    client = make_app(log_conversations=True, conversation_log_dir=str(folder)).test_client()
+    fake.default = RuntimeError("surprise")
+    r = chat(client, model="re2-fake", content="keep me")
+    assert r.status_code == 500
+    (line,) = read_lines(folder)
+    assert line["client_request"]["messages"][0]["content"] == "keep me"
+    assert line["error"] and "surprise" in line["error"]
