@@ -40,6 +40,7 @@ from . import runner
 from .anthropic_map import chat_body, error_object, message_object
 from .anthropic_stream import MessageEncoder
 from .chat import _dumps, _loads, _upstream_key, json_response, services
+from .request_context import current_request_id
 
 log = logging.getLogger(__name__)
 bp = Blueprint("anthropic", __name__)
@@ -99,7 +100,7 @@ def _prepare(body: Any) -> tuple[dict[str, Any], ChatRequest, Any]:
 def create_message() -> Response:
     svc = services()
     body = _body()
-    request_id = new_id("req-")
+    request_id = current_request_id()  # the X-Request-ID of this request
     record = None
     if svc.conversation_logger is not None:
         record = svc.conversation_logger.start(request_id, None, body.get("model")
@@ -282,7 +283,7 @@ def count_tokens() -> Response:
     typed = ChatRequest.from_body(chat)
     plan = plan_for_model(typed.model, svc.registry, svc.plugin_manager.hook,
                           svc.settings.approach, svc.settings.model)
-    meta = CallMeta(new_id("req-"), _upstream_key(svc.settings))
+    meta = CallMeta(current_request_id(), _upstream_key(svc.settings))
     counted = tokenizer_count(svc.upstream, typed.replace(model=plan.model), chat, meta)
     if counted is not None:
         return json_response({"input_tokens": counted[0]},

@@ -108,3 +108,20 @@ def test_a_request_that_hits_a_bug_is_still_logged(make_app, fake, tmp_path):
     (line,) = read_lines(folder)
     assert line["client_request"]["messages"][0]["content"] == "keep me"
     assert line["error"] and "surprise" in line["error"]
+
+
+def test_every_front_logs_under_the_clients_request_id(make_app, fake, tmp_path):
+    """/v1/chat/completions, /v1/responses and /v1/messages: the record's request_id is the
+    X-Request-ID the client sent (and the response echoes it)."""
+    folder = tmp_path / "ids"
+    client = make_app(log_conversations=True, conversation_log_dir=str(folder)).test_client()
+    sent = {"chat-1": ("/v1/chat/completions",
+                       {"model": "re2-fake", "messages": [{"role": "user", "content": "hi"}]}),
+            "resp-1": ("/v1/responses", {"model": "re2-fake", "input": "hi"}),
+            "msg-1": ("/v1/messages", {"model": "re2-fake", "max_tokens": 16,
+                                       "messages": [{"role": "user", "content": "hi"}]})}
+    for rid, (path, body) in sent.items():
+        r = client.post(path, json=body, headers={"X-Request-ID": rid})
+        assert r.status_code == 200, (path, r.get_json())
+        assert r.headers["X-Request-ID"] == rid
+    assert sorted(line["request_id"] for line in read_lines(folder)) == sorted(sent)

@@ -17,10 +17,11 @@ from flask import Blueprint, Response, request
 
 from ...errors import BadRequestError, OptillmError
 from ...plan.planner import parse_plan
-from ...types import ChatRequest, Completion, Message, new_id
+from ...types import ChatRequest, Completion, Message
 from ...upstream.base import CallMeta
 from .. import runner
 from ..chat import _upstream_key, json_response, services
+from ..request_context import current_request_id
 from .events import ResponseEvents
 from .mapping import ResponsesRequest, ResponseState
 from .store import delete, keep, load
@@ -41,7 +42,7 @@ def create_response() -> Response:
     svc = services()
     settings = svc.settings
     raw = request.get_data(cache=False)
-    request_id = new_id("req-")
+    request_id = current_request_id()  # the X-Request-ID of this request
     record = None
     if svc.conversation_logger is not None:
         try:
