@@ -150,6 +150,35 @@ def load_option_defaults(path: str | None) -> dict[str, Any]:
     return {k if k.startswith("cepo_") else f"cepo_{k}": v for k, v in data.items()}
 
 
+def check_option_defaults(registry: Registry, defaults: dict[str, Any]) -> None:
+    """Server-side option defaults (``--cepo-config``, OptiLLM's ``--best-of-n``,
+    ``--mcts-*``, ``--rstar-*``, ``--cepo_<field>``) checked against the approaches' declared
+    options once, at start-up, so a bad one stops the server instead of failing requests.
+
+    Raises: ConfigError naming the option and the allowed values.
+    """
+    if not defaults:
+        return
+    from .errors import OptillmError
+    from .upstream.config import ConfigError
+
+    used: set[str] = set()
+    for slug in registry:
+        approach = registry.get(slug)
+        fields = registry.option_names(slug)
+        mine = {k: v for k, v in defaults.items() if k in fields}
+        if not mine or approach.options is None:
+            continue
+        used.update(mine)
+        try:
+            registry.build_options(approach, {}, mine)
+        except OptillmError as exc:
+            raise ConfigError(f"server option default for {slug}: {exc.message}") from exc
+    unknown = sorted(set(defaults) - used)
+    if unknown:
+        raise ConfigError(f"server option defaults no approach declares: {', '.join(unknown)}")
+
+
 def create_app(settings: Settings | None = None, *, upstream: Upstream | None = None) -> Flask:
     """Build the proxy. ``upstream`` replaces the HTTP client at the bottom of the stack
     (tests pass a scripted fake); everything above it is the real stack.
@@ -166,8 +195,10 @@ def create_app(settings: Settings | None = None, *, upstream: Upstream | None = 
         for name in ("httpx", "httpx2", "openai", "urllib3"):
             logging.getLogger(name).setLevel(logging.WARNING)
     gateway = load_config(settings.config, settings.environ) if settings.config else None
-    option_defaults = load_option_defaults(settings.cepo_config)
+    option_defaults = {**load_option_defaults(settings.cepo_config),
+                       **settings.option_defaults}
     plugin_manager, registry = build_registry(settings.plugins_dir)
+    check_option_defaults(registry, option_defaults)
     install_profiles(plugin_manager, registry, gateway)  # profile/<name>; bad one: ConfigError
     from .plan.cli_names import install as install_cli_names
 

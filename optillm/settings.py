@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,21 @@ def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+#: OptiLLM 0.4.0's server flags that set an approach option's default for every request (a
+#: request's own value still wins): flag, OptiLLM's environment variable, option, type. The
+#: flag's ``OPTILLM_<FLAG>`` spelling is read too. ``--cepo_<field>`` flags go the same way.
+OPTILLM_OPTION_FLAGS: tuple[tuple[str, str, str, type], ...] = (
+    ("--best-of-n", "OPTILLM_BEST_OF_N", "best_of_n", int),
+    ("--mcts-simulations", "OPTILLM_SIMULATIONS", "mcts_simulations", int),
+    ("--mcts-exploration", "OPTILLM_EXPLORATION", "mcts_exploration", float),
+    ("--mcts-depth", "OPTILLM_DEPTH", "mcts_depth", int),
+    ("--rstar-max-depth", "OPTILLM_RSTAR_MAX_DEPTH", "rstar_max_depth", int),
+    ("--rstar-num-rollouts", "OPTILLM_RSTAR_NUM_ROLLOUTS", "rstar_num_rollouts", int),
+    ("--rstar-c", "OPTILLM_RSTAR_C", "rstar_c", float),
+)
+_NOT_FLAGS = ("environ", "option_defaults")
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,10 @@ class Settings:
     router_table: str | None = None
     config: str | None = None
     cepo_config: str | None = None
+    #: OptiLLM's ``--n``: choices per request when the request sends no ``n``
+    n: int = 1
+    #: OptiLLM's ``--launch-gui``: here the web face is always served (``/playground``)
+    launch_gui: bool = False
     data_dir: str | None = None
     config_dir: str | None = None
     allow_private_urls: str = ""
@@ -87,6 +107,9 @@ class Settings:
     #: ``${VAR}`` references of the gateway config (``optillm.upstream.config``); not a flag.
     environ: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False,
                                                    compare=False)
+    #: Approach option defaults from OptiLLM's server flags (``OPTILLM_OPTION_FLAGS``,
+    #: ``--cepo_<field>``); under a request's own values, over ``--cepo-config``'s.
+    option_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.router_table and self.approach == "auto":  # auto = the learned router's pick
@@ -155,11 +178,13 @@ class Settings:
         """
         env = os.environ if environ is None else environ
         parser = build_parser()
-        ns = parser.parse_args(list(argv or []))
+        argv, cepo = _cepo_flags(list(argv or []), parser)
+        ns = parser.parse_args(argv)
         values: dict[str, Any] = {}
         defaults = cls()
+        values["option_defaults"] = {**_option_defaults(ns, env, parser), **cepo}
         for f in dataclasses.fields(cls):
-            if f.name == "environ":
+            if f.name in _NOT_FLAGS:
                 continue
             flag_value = getattr(ns, f.name, None)
             env_value = env.get("OPTILLM_" + f.name.upper())
@@ -210,6 +235,8 @@ class Settings:
             parser.error("--local-slots and --max-parallel-calls must be >= 1")
         if settings.workers < 1:
             parser.error("--workers must be >= 1")
+        if settings.n < 1:
+            parser.error("--n must be >= 1")
         if settings.worker_class not in ("gevent", "gthread"):
             parser.error("--worker-class must be gevent or gthread")
         if settings.log_format not in ("text", "json"):
@@ -221,11 +248,66 @@ class Settings:
         out: dict[str, str] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value is None or f.name == "environ" or f.name.startswith(("openai_", "azure_")):
+            if f.name == "option_defaults" and value:
+                out["OPTILLM_OPTION_DEFAULTS"] = json.dumps(dict(value))
+            if value is None or f.name in _NOT_FLAGS or f.name.startswith(("openai_", "azure_")):
                 continue
             out["OPTILLM_" + f.name.upper()] = str(value).lower() if isinstance(value, bool) \
                 else str(value)
         return out
+
+
+def _option_defaults(ns: argparse.Namespace, env: Mapping[str, str],
+                     parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """OptiLLM's option flags (``OPTILLM_OPTION_FLAGS``): the flag, else ``OPTILLM_<FLAG>``,
+    else OptiLLM's own variable; ``OPTILLM_OPTION_DEFAULTS`` (JSON, what ``to_env`` writes)
+    under them."""
+    out: dict[str, Any] = {}
+    encoded = env.get("OPTILLM_OPTION_DEFAULTS")
+    if encoded:
+        try:
+            out.update(json.loads(encoded))
+        except ValueError:
+            parser.error("OPTILLM_OPTION_DEFAULTS must be a JSON object")
+    for flag, legacy, option, kind in OPTILLM_OPTION_FLAGS:
+        raw = getattr(ns, option, None)
+        for name in ("OPTILLM_" + option.upper(), legacy):
+            if raw is None and env.get(name) not in (None, ""):
+                raw = env[name]
+        if raw is None:
+            continue
+        try:
+            out[option] = kind(raw)
+        except ValueError:
+            parser.error(f"invalid value for {flag}: {raw!r}")
+    return out
+
+
+def _cepo_flags(argv: list[str], parser: argparse.ArgumentParser
+                ) -> tuple[list[str], dict[str, Any]]:
+    """OptiLLM's ``--cepo_<field> VALUE`` flags, taken out of ``argv`` as ``cepo_<field>``
+    option defaults (values read as YAML scalars: 3, 0.7, true); the registry checks them
+    against cepo's options at start-up. ``--cepo_config_file`` is ``--cepo-config``."""
+    import yaml
+
+    rest: list[str] = []
+    found: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if name.startswith("--cepo_") and name != "--cepo_config_file":
+            if not eq:
+                if i + 1 >= len(argv):
+                    parser.error(f"{name} needs a value")
+                value, i = argv[i + 1], i + 1
+            found[name[2:]] = yaml.safe_load(value)
+        elif name == "--cepo_config_file":
+            rest.append("--cepo-config" + (f"={value}" if eq else ""))
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, found
 
 
 def _version() -> str:
@@ -280,7 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
                                "the router plugin) choose the approach by it")
     add("--config", help="gateway YAML: model_groups, general_settings, profiles")
     add("--cepo-config", help="YAML of cepo's defaults (cepo_* option names, prefix optional); "
-                              "request fields still win")
+                              "request fields still win (OptiLLM's --cepo_config_file; its "
+                              "--cepo_<field> VALUE flags set one default each)")
+    for flag, legacy, option, kind in OPTILLM_OPTION_FLAGS:
+        names = [flag] + (["--best_of_n"] if option == "best_of_n" else [])
+        add(*names, dest=option, type=kind,
+            help=f"default {option} for requests that send none (OptiLLM's flag; also "
+                 f"{legacy})")
+    add("--n", type=int, help="choices per request when a request sends no n (OptiLLM's flag)")
+    add("--launch-gui", action="store_const", const=True,
+        help="OptiLLM's flag: the web face is always served here (/playground, /docs)")
     add("--data-dir", help="folder for what plugins persist (spl strategies, memory); default "
                            "$XDG_DATA_HOME/optillm or ~/.local/share/optillm")
     add("--config-dir", help="folder of plugin configs (mcp_config.json); default "

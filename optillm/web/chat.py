@@ -132,6 +132,10 @@ def chat_completions() -> Response:
             raise error
         if isinstance(body, dict) and not body.get("model") and settings.model:
             body["model"] = settings.model
+            raw = _dumps(body)  # the upstream must see the model it answers for
+        if settings.n > 1 and isinstance(body, dict) and "n" not in body:
+            body["n"] = settings.n  # OptiLLM's --n: the server's choice count
+            raw = _dumps(body)
         model, n, stream = ChatRequest.check_envelope(body)
         control = None  # the body's cache directive, when it has one
         if "cache" in body:
