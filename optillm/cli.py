@@ -54,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"worker{'s' if settings.workers > 1 else ''}"
         print(f"optillm: listening on http://{settings.host}:{settings.port}/v1 "
               f"(upstream {upstream}, approach {settings.approach}, {server})", flush=True)
+        if settings.launch_gui:  # OptiLLM's Gradio flag: our web face is always there
+            print(f"optillm: playground at http://{settings.host}:{settings.port}/playground",
+                  flush=True)
         if not settings.dev:
             from .serve import run_gunicorn
 
