@@ -87,7 +87,8 @@ def http_upstream(settings: Settings, base_url: str | None) -> Upstream:
         key = settings.azure_api_key
     return OpenAIUpstream(base_url, key, azure=azure, timeout=settings.upstream_timeout,
                           retries=settings.upstream_retries,
-                          pool_size=max(8, settings.max_parallel_calls * 2))
+                          pool_size=max(8, settings.max_parallel_calls * 2),
+                          verify=settings.tls_verify)
 
 
 def build_stack(settings: Settings, executor: BoundedExecutor, bottom: Upstream | None, *,

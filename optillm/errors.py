@@ -244,7 +244,9 @@ def translate_upstream_errors() -> Iterator[None]:
     except openai.APITimeoutError as exc:
         raise UpstreamTimeoutError(f"upstream timed out: {exc}") from exc
     except openai.APIConnectionError as exc:
-        raise UpstreamUnreachableError(f"upstream unreachable: {exc}") from exc
+        cause = exc.__cause__  # the SDK's message is only "Connection error."
+        detail = f"{exc} ({type(cause).__name__}: {cause})" if cause else str(exc)
+        raise UpstreamUnreachableError(f"upstream unreachable: {detail}") from exc
     except openai.APIStatusError as exc:
         headers = getattr(getattr(exc, "response", None), "headers", None)
         raise from_upstream_status(exc.status_code, _upstream_message(exc), headers) from exc

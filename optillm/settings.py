@@ -96,6 +96,10 @@ class Settings:
     upstream_timeout: float = 600.0
     upstream_retries: int = 2
     upstream_provider: str = "openai"
+    #: OptiLLM's ``--ssl-verify`` / ``--no-ssl-verify`` / ``--ssl-cert-path``: how the
+    #: upstream's TLS certificate is checked (``tls_verify``)
+    ssl_verify: bool = True
+    ssl_cert_path: str | None = None
     rate_limit: str | None = None
     keepalive_interval: float = 5.0
     cors_allow_origins: str = ""
@@ -126,6 +130,14 @@ class Settings:
         if value.lower() in ("all", "true", "1"):
             return True
         return tuple(v.strip() for v in value.split(",") if v.strip())
+
+    @property
+    def tls_verify(self) -> bool | str:
+        """The upstream clients' ``verify``: the CA bundle at ``--ssl-cert-path`` when set,
+        else whether to check certificates at all (``--no-ssl-verify``: False)."""
+        if not self.ssl_verify:
+            return False
+        return os.path.expanduser(self.ssl_cert_path) if self.ssl_cert_path else True
 
     @property
     def cors_origins(self) -> list[str]:
@@ -395,6 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="how upstream calls are made: 'openai' (an OpenAI-compatible HTTP API, the "
              "default) or 'litellm' (litellm.completion: the model names LiteLLM's provider, "
              "e.g. anthropic/claude-3-5-haiku-latest; the 'litellm' extra)")
+    add("--ssl-verify", dest="ssl_verify", action="store_const", const=True,
+        help="check the upstream's TLS certificate (the default; OptiLLM's flag)")
+    add("--no-ssl-verify", dest="ssl_verify", action="store_const", const=False,
+        help="do not check the upstream's TLS certificate (self-signed test servers only)")
+    add("--ssl-cert-path", help="CA bundle (PEM) to check the upstream's certificate against")
     add("--rate-limit", help="requests each client key may send, e.g. 60/minute (shared "
                              "through --redis-url, else per process)")
     add("--keepalive-interval", type=float, help="seconds between SSE keep-alive comments")

@@ -79,7 +79,10 @@ class OpenAIUpstream(Upstream):
                  azure: tuple[str, str] | None = None, timeout: float = 600.0,
                  retries: int = 2, pool_size: int = 32,
                  on_headers: Callable[[Mapping[str, str]], None] | None = None,
-                 retry: RetryPolicy | None = None):
+                 retry: RetryPolicy | None = None, verify: bool | str = True):
+        """``verify``: check the upstream's TLS certificate against the system's CAs (True),
+        against the CA bundle at that path (a str), or not at all (False; OptiLLM's
+        ``--no-ssl-verify``), for the SDK's calls and the passthrough's alike."""
         import openai
 
         self.retry = retry or RetryPolicy(retries=max(0, retries), budget=timeout)
@@ -92,18 +95,24 @@ class OpenAIUpstream(Upstream):
             endpoint, version = azure
             self.client = openai.AzureOpenAI(api_key=api_key or PLACEHOLDER_KEY,
                                              azure_endpoint=endpoint, api_version=version,
-                                             timeout=timeout, max_retries=0)
+                                             timeout=timeout, max_retries=0,
+                                             **_sdk_tls(verify))
             self.base_url = endpoint.rstrip("/") + "/openai"
         else:
             self.base_url = (base_url or "https://api.openai.com/v1").rstrip("/")
             self.client = openai.OpenAI(api_key=api_key or PLACEHOLDER_KEY,
                                         base_url=self.base_url, timeout=timeout,
-                                        max_retries=0)
+                                        max_retries=0, **_sdk_tls(verify))
         self._retries = urllib3.Retry(total=0, connect=0, read=0, status=0, redirect=0,
                                       other=0, allowed_methods=None)  # ours do it
         self._timeout = urllib3.Timeout(connect=min(10.0, timeout), read=timeout)
+        tls: dict[str, Any] = {}
+        if verify is False:
+            tls = {"cert_reqs": "CERT_NONE", "assert_hostname": False}
+        elif isinstance(verify, str):
+            tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": verify}
         self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=False,
-                                         retries=self._retries, timeout=self._timeout)
+                                         retries=self._retries, timeout=self._timeout, **tls)
         self._targets: dict[str | None, tuple[Any, str]] = {}
         self._lock = threading.Lock()
         self._caps = Capabilities()
@@ -384,3 +393,12 @@ def _json_body(content: bytes) -> Any:
     except ValueError as exc:
         raise UpstreamError(f"upstream returned malformed JSON ({exc}): "
                             f"{content[:200].decode('utf-8', 'replace')!r}") from exc
+
+
+def _sdk_tls(verify: bool | str) -> dict[str, Any]:
+    """The SDK client's ``http_client`` for a non-default ``verify`` (else nothing)."""
+    if verify is True:
+        return {}
+    import openai
+
+    return {"http_client": openai.DefaultHttpxClient(verify=verify)}

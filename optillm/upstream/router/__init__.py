@@ -53,7 +53,8 @@ def build_router(gateway: GatewayConfig, default: Upstream | None, settings: Any
         client = OpenAIUpstream(endpoint.base_url, endpoint.api_key, azure=azure,
                                 timeout=endpoint.timeout or settings.upstream_timeout,
                                 retries=0, pool_size=max(8, settings.max_parallel_calls * 2),
-                                on_headers=on_headers)
+                                on_headers=on_headers,
+                                verify=getattr(settings, "tls_verify", True))
         return ChoicesUpstream(client, executor)
 
     url = getattr(settings, "redis_url", None) or gateway.general.redis_url
