@@ -136,7 +136,7 @@ def test_stream_fixer_rewrites_only_the_usage_event():
     out = b"".join(with_reasoning_usage(cut))
     before, after = raw.split(b"\n\n"), out.split(b"\n\n")
     assert len(before) == len(after)
-    changed = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
+    changed = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
     assert changed == [len(before) - 3]  # only the usage event; the rest pass byte for byte
     _, data, done = events(out)
     assert done
