@@ -268,6 +268,7 @@ class RunContext:
         usage = None
         finish = "stop"
         logprobs: list = []
+        calls: dict[int, dict[str, Any]] = {}  # streamed tool calls, by their index
         self.streamed_text = ""
         chunks = self._wiring.upstream.stream(request, self._wiring.meta)
         try:
@@ -279,6 +280,7 @@ class RunContext:
                         finish = c["finish_reason"]
                     if (c.get("logprobs") or {}).get("content"):
                         logprobs.extend(c["logprobs"]["content"])
+                    add_tool_call_deltas(calls, (c.get("delta") or {}).get("tool_calls"))
                 text = chunk.content
                 if text:
                     parts.append(text)
@@ -293,7 +295,9 @@ class RunContext:
                                                                self.streamed_text)),),
                                              usage or Usage()))
             self.add_usage(usage)
-        choice = Choice(0, Message("assistant", self.streamed_text), finish,
+        extra = {"tool_calls": [calls[i] for i in sorted(calls)]} if calls else {}
+        choice = Choice(0, Message("assistant", self.streamed_text or (None if calls else ""),
+                                   extra), finish,
                         {"content": logprobs, "refusal": None} if logprobs else None)
         return Completion((choice,), usage, model=self.model)
 
@@ -396,3 +400,26 @@ class RunContext:
         can do with an estimate catches it); the ``optillm.errors`` types of a failed call.
         """
         return self._wiring.upstream.count_tokens(text, model or self.model, self._wiring.meta)
+
+
+def add_tool_call_deltas(calls: dict[int, dict[str, Any]], deltas: Any) -> None:
+    """Fold a stream chunk's ``delta.tool_calls`` pieces into whole tool calls (``calls``, by
+    index): the id, type and name as they come, the arguments concatenated."""
+    if not isinstance(deltas, list):
+        return
+    for piece in deltas:
+        if not isinstance(piece, dict):
+            continue
+        call = calls.setdefault(int(piece.get("index") or 0),
+                                {"id": "", "type": "function",
+                                 "function": {"name": "", "arguments": ""}})
+        if piece.get("id"):
+            call["id"] = piece["id"]
+        if piece.get("type"):
+            call["type"] = piece["type"]
+        function = piece.get("function") or {}
+        if function.get("name"):
+            call["function"]["name"] = function["name"]
+        if function.get("arguments"):
+            call["function"]["arguments"] += function["arguments"]
+

@@ -106,3 +106,32 @@ def test_full_response_of_a_streaming_approach_is_sent_whole(client, fake):
     assert "Merged:\nmerged version" in trace and "print(2)" in trace
     assert done and streamed == trace
     assert len(fake.history) == 4
+
+
+def test_streamed_final_call_keeps_its_tool_calls(client, fake, monkeypatch):
+    """An approach whose final call is streamed with ``tools`` passes the upstream's tool call
+    on whole (the argument pieces joined), with finish_reason tool_calls."""
+    from optillm.types import Chunk
+
+    def stream(request, meta=None):
+        fake.history.append(request)
+        pieces = [{"index": 0, "id": "call_1", "type": "function",
+                   "function": {"name": "add", "arguments": ""}},
+                  {"index": 0, "function": {"arguments": '{"a": 2, '}},
+                  {"index": 0, "function": {"arguments": '"b": 2}'}}]
+        for p in pieces:
+            yield Chunk(({"index": 0, "delta": {"tool_calls": [p]}, "finish_reason": None},))
+        yield Chunk(({"index": 0, "delta": {}, "finish_reason": "tool_calls"},))
+
+    monkeypatch.setattr(fake, "stream", stream)
+    tools = [{"type": "function", "function": {"name": "add", "parameters": {
+        "type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}}}]
+    r = chat(client, model="re2-fake", stream=True, tools=tools)
+    _, data, done = events(r.get_data())
+    assert done
+    calls = [c["choices"][0]["delta"]["tool_calls"] for c in data
+             if c["choices"] and c["choices"][0]["delta"].get("tool_calls")]
+    assert calls == [[{"index": 0, "id": "call_1", "type": "function",
+                       "function": {"name": "add", "arguments": '{"a": 2, "b": 2}'}}]]
+    assert data[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert fake.history[-1].params.get("tools") == tools
