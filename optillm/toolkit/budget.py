@@ -39,6 +39,7 @@ class Budget:
         self._lock = threading.Lock()
         self.tokens = 0
         self.calls = 0
+        self.pending = 0  # calls checked and started, not yet charged (``reserve``)
         self.stopped_early = False
 
     @property
@@ -46,16 +47,24 @@ class Budget:
         return self.max_total_tokens is not None or self.max_upstream_calls is not None
 
     def spend(self, usage: Usage, calls: int = 1) -> None:
+        """Charge a finished call (``calls`` = 0 for usage that made no call); it settles a
+        reservation made by ``check``."""
         with self._lock:
             self.tokens += usage.total_tokens
             self.calls += calls
+            self.pending = max(0, self.pending - calls)
+
+    def release(self) -> None:
+        """Give back a reservation whose call failed before it could be charged."""
+        with self._lock:
+            self.pending = max(0, self.pending - 1)
 
     @property
     def exhausted(self) -> bool:
         """True once either bound is reached."""
         return ((self.max_total_tokens is not None and self.tokens >= self.max_total_tokens)
                 or (self.max_upstream_calls is not None
-                    and self.calls >= self.max_upstream_calls))
+                    and self.calls + self.pending >= self.max_upstream_calls))
 
     @property
     def tokens_left(self) -> int | None:
@@ -63,9 +72,18 @@ class Budget:
             return None
         return max(0, self.max_total_tokens - self.tokens)
 
-    def check(self, slug: str) -> None:
-        """Raises: BudgetExhausted (and marks the run as stopped early) once spent."""
-        if self.exhausted:
+    def check(self, slug: str, reserve: bool = False) -> None:
+        """Before an upstream call: with ``reserve``, the call is counted against
+        ``max_upstream_calls`` at once (as pending, until ``spend`` or ``release``), so that
+        concurrent calls of one fan-out cannot all pass the same check and overshoot it.
+
+        Raises: BudgetExhausted (and marks the run as stopped early) once spent.
+        """
+        with self._lock:
+            if not self.exhausted:
+                if reserve and self.max_upstream_calls is not None:
+                    self.pending += 1
+                return
             self.stopped_early = True
             raise BudgetExhausted(
                 f"approach {slug!r} spent the request's budget "

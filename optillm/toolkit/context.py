@@ -30,6 +30,7 @@ text the approach returns unchanged: when the client streams, that call is strea
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -186,7 +187,7 @@ class RunContext:
         """``{"optillm_budget": ...}`` when the request has a budget, else ``{}``."""
         return {"optillm_budget": self.budget.report()} if self.budget.bounded else {}
 
-    def _check(self) -> None:
+    def _check(self, reserve: bool = False) -> None:
         if self._cancelled.is_set():
             raise Cancelled("the client closed the request")
         if self.deadline is not None and time.monotonic() > self.deadline:
@@ -195,7 +196,13 @@ class RunContext:
         if self.max_calls is not None and self._calls >= self.max_calls:
             raise BadRequestError(f"approach {self.slug!r} exceeded its budget of "
                                   f"{self.max_calls} upstream calls", code="budget_exceeded")
-        self.budget.check(self.slug)
+        self.budget.check(self.slug, reserve=reserve)
+
+    def _reserved(self) -> contextlib.AbstractContextManager:
+        """Check before an upstream call and hold one call of the request's budget for it;
+        a call that fails before it is charged gives the reservation back."""
+        self._check(reserve=True)
+        return _ReleaseOnError(self.budget)
 
     # -- streaming to the client ------------------------------------------------------------
 
@@ -248,7 +255,6 @@ class RunContext:
         request = self.build_request(messages, n=n, answer=answer or final, model=model,
                                      **params)
         if final and n == 1 and self._sink is not None and self.streamed_text is None:
-            self._check()
             return self._complete_streamed(request)
         return self.complete_request(request)
 
@@ -258,8 +264,8 @@ class RunContext:
 
         Raises: the ``optillm.errors`` types of the upstream stack; ``Cancelled``.
         """
-        self._check()
-        completion = self._wiring.upstream.complete(request, self._wiring.meta)
+        with self._reserved():
+            completion = self._wiring.upstream.complete(request, self._wiring.meta)
         self.add_usage(counted_usage(completion))
         return completion
 
@@ -270,7 +276,8 @@ class RunContext:
         logprobs: list = []
         calls: dict[int, dict[str, Any]] = {}  # streamed tool calls, by their index
         self.streamed_text = ""
-        chunks = self._wiring.upstream.stream(request, self._wiring.meta)
+        with self._reserved():  # charged in the finally below once the stream has begun
+            chunks = self._wiring.upstream.stream(request, self._wiring.meta)
         try:
             for chunk in chunks:
                 if chunk.usage is not None:
@@ -311,15 +318,16 @@ class RunContext:
         Raises: ``CapabilityError`` (400) when the upstream serves no text completions; the
         ``optillm.errors`` types of the upstream stack; ``Cancelled``.
         """
-        self._check()
+        reservation = self._reserved()
         merged = dict(self.sampling)
         for k, v in params.items():
             if v is None:
                 merged.pop(k, None)
             else:
                 merged[k] = v
-        completion = self._wiring.upstream.complete_text(prompt, model or self.model, merged,
-                                                         self._wiring.meta)
+        with reservation:
+            completion = self._wiring.upstream.complete_text(prompt, model or self.model,
+                                                             merged, self._wiring.meta)
         self.add_usage(counted_usage(completion))
         return completion
 
@@ -332,10 +340,10 @@ class RunContext:
         when it came; else ``prompt_tokens`` and the tokens received, counted exactly from
         the logprobs entries when ``logprobs`` was requested).
         """
-        self._check()
-        request = self.build_request(messages, answer=answer, **params)
-        return TraceStream(self, self._wiring.upstream.stream(request, self._wiring.meta),
-                           prompt_tokens)
+        with self._reserved():
+            request = self.build_request(messages, answer=answer, **params)
+            chunks = self._wiring.upstream.stream(request, self._wiring.meta)
+        return TraceStream(self, chunks, prompt_tokens)  # charged when it closes
 
     def sample(self, k: int, messages: Iterable[Message] | None = None, *,
                answer: bool = True, **params: Any) -> list[str]:
@@ -422,4 +430,18 @@ def add_tool_call_deltas(calls: dict[int, dict[str, Any]], deltas: Any) -> None:
             call["function"]["name"] = function["name"]
         if function.get("arguments"):
             call["function"]["arguments"] += function["arguments"]
+
+
+class _ReleaseOnError:
+    """``with``: on an exception, give the budget's reservation back (no call was charged)."""
+
+    def __init__(self, budget: Budget):
+        self.budget = budget
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is not None:
+            self.budget.release()
 

@@ -106,3 +106,30 @@ def test_cepo_config_gives_defaults_under_the_body(make_app, fake, tmp_path):
         load_option_defaults(str(path))
     with pytest.raises(ConfigError, match="missing.yaml"):
         load_option_defaults(str(tmp_path / "missing.yaml"))
+
+
+def test_a_concurrent_fan_out_never_overshoots_max_upstream_calls(make_app, fake):
+    """Calls are reserved against max_upstream_calls when they start, so 8 concurrent calls
+    under a budget of 3 make exactly 3 upstream calls (the others stop at their check)."""
+    from optillm.plan.registry import Approach
+    from optillm.toolkit.context import Answer, BudgetExhausted
+
+    fake.delay = 0.05
+
+    def fan_out(ctx):
+        def one(i):
+            try:
+                return ctx.complete([ctx.messages[-1]]).text
+            except BudgetExhausted:
+                return None
+        done = [t for t in ctx.map(one, range(8)) if t is not None]
+        return Answer(f"{len(done)} answers")
+
+    app = make_app(max_parallel_calls=8)
+    app.extensions["optillm"].registry.register(Approach(slug="fan_out", run=fan_out))
+    r = app.test_client().post("/v1/chat/completions", json={
+        "model": "fan_out-m", "max_upstream_calls": 3,
+        "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["choices"][0]["message"]["content"] == "3 answers"
+    assert len(fake.history) == 3 and fake.max_active >= 2  # they did run concurrently
