@@ -2,7 +2,7 @@
 
 Public names: ``create_app`` (the one constructor), ``Settings``, the typed values
 (``ChatRequest``, ``Message``, ``Completion``, ``Choice``, ``Usage``), the approach API
-(``RunContext``, ``Answer``, ``Approach``, ``hookimpl``) and the error types. Importing the
+(``RunContext``, ``Answer``, ``Approach``, ``hookimpl``, ``opt`` for bounded options) and the error types. Importing the
 package is cheap: modules load on first use of a name.
 """
 
@@ -21,7 +21,7 @@ _EXPORTS = {
     "RunContext": "optillm.toolkit.context", "Answer": "optillm.toolkit.context",
     "Budget": "optillm.toolkit.context", "BudgetExhausted": "optillm.toolkit.context",
     "Approach": "optillm.plan.registry", "Registry": "optillm.plan.registry",
-    "hookimpl": "optillm.hookspecs",
+    "hookimpl": "optillm.hookspecs", "opt": "optillm.options",
     "OptillmError": "optillm.errors", "BadRequestError": "optillm.errors",
     "NotFoundError": "optillm.errors", "UpstreamError": "optillm.errors",
     "UpstreamTimeoutError": "optillm.errors",
