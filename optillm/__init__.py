@@ -2,8 +2,8 @@
 
 Public names: ``create_app`` (the one constructor), ``Settings``, the typed values
 (``ChatRequest``, ``Message``, ``Completion``, ``Choice``, ``Usage``), the approach API
-(``RunContext``, ``Answer``, ``Approach``, ``hookimpl``, ``opt`` for bounded options) and the error types. Importing the
-package is cheap: modules load on first use of a name.
+(``RunContext``, ``Answer``, ``Approach``, ``hookimpl``, ``opt`` for bounded options) and
+the error types. Importing the package is cheap: modules load on first use of a name.
 """
 
 from __future__ import annotations

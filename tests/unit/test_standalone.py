@@ -25,11 +25,13 @@ def tracked_files() -> list[str]:
 
 
 def test_no_tracked_file_points_outside_the_repository():
-    needles = ("shared/reference", 'parent / "shared"', "../shared", "OPTILLM_OPENAPI_SPEC")
+    # spelled in parts so that this file, which names them, is no match for scans like it
+    shared = "shared"
+    needles = (f"{shared}/reference", f'parent / "{shared}"', f"../{shared}",
+               "OPTILLM_" + "OPENAPI_SPEC")
     offenders = []
     for name in tracked_files():
-        if not name.endswith((".py", ".sh", ".toml", ".yaml", ".yml", ".cfg", ".ini")) \
-                or name == "tests/unit/test_standalone.py":
+        if not name.endswith((".py", ".sh", ".toml", ".yaml", ".yml", ".cfg", ".ini")):
             continue
         text = (ROOT / name).read_text(errors="replace")
         offenders += [f"{name}: {n}" for n in needles if n in text]
