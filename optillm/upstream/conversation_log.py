@@ -117,3 +117,12 @@ class ConversationLogger:
                 os.close(fd)  # closing releases the lock
         except Exception:  # noqa: BLE001
             log.exception("could not write conversation log record")
+
+
+def start_request(logger: Any, request_id: str, client_request: Any) -> Any:
+    """``logger.start`` (a ``ConversationLogger`` or one that wraps it) for a front's request
+    as received: its body (``model`` read from it when it is an object) or, when it was not
+    JSON, its text."""
+    model = client_request.get("model") if isinstance(client_request, dict) else None
+    return logger.start(request_id, None, model, client_request)
+

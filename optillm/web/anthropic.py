@@ -36,6 +36,7 @@ from ..plan.pipeline import PipelineResult
 from ..plan.planner import parse_plan, plan_for_model
 from ..types import ChatRequest, Choice, Chunk, Completion, Message, Usage, new_id
 from ..upstream.base import CallMeta
+from ..upstream.conversation_log import start_request
 from . import runner
 from .anthropic_map import chat_body, error_object, message_object
 from .anthropic_stream import MessageEncoder
@@ -103,8 +104,7 @@ def create_message() -> Response:
     request_id = current_request_id()  # the X-Request-ID of this request
     record = None
     if svc.conversation_logger is not None:
-        record = svc.conversation_logger.start(request_id, None, body.get("model")
-                                               if isinstance(body, dict) else None, body)
+        record = start_request(svc.conversation_logger, request_id, body)
     try:
         chat, typed, plan = _prepare(body)
     except OptillmError as exc:

@@ -35,6 +35,7 @@ from ..errors import (
 from ..plan.planner import parse_plan, plan_for_model
 from ..types import ChatRequest, Completion
 from ..upstream.base import CallMeta
+from ..upstream.conversation_log import start_request
 from .conform import conform_completion, with_reasoning_usage
 from .request_context import current_request_id, note_plan
 from .streaming import DONE, event, stream_approach
@@ -124,9 +125,8 @@ def chat_completions() -> Response:
     else:
         error = None
     if svc.conversation_logger is not None:
-        client_request = body if body is not None else raw.decode("utf-8", "replace")
-        model = body.get("model") if isinstance(body, dict) else None
-        record = svc.conversation_logger.start(request_id, None, model, client_request)
+        record = start_request(svc.conversation_logger,
+            request_id, body if body is not None else raw.decode("utf-8", "replace"))
     try:
         if error is not None:
             raise error

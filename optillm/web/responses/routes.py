@@ -11,7 +11,6 @@ before a stream starts are OpenAI error objects (unknown ``previous_response_id`
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from flask import Blueprint, Response, request
 
@@ -19,6 +18,7 @@ from ...errors import BadRequestError, OptillmError
 from ...plan.planner import parse_plan
 from ...types import ChatRequest, Completion, Message
 from ...upstream.base import CallMeta
+from ...upstream.conversation_log import start_request
 from .. import runner
 from ..chat import _upstream_key, json_response, services
 from ..request_context import current_request_id
@@ -29,13 +29,6 @@ from .store import delete, keep, load
 bp = Blueprint("responses", __name__)
 
 
-def _loads(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise BadRequestError(f"request body is not valid JSON: {exc}") from None
-
-
 @bp.post("/v1/responses")
 @bp.post("/responses")
 def create_response() -> Response:
@@ -44,15 +37,17 @@ def create_response() -> Response:
     raw = request.get_data(cache=False)
     request_id = current_request_id()  # the X-Request-ID of this request
     record = None
-    if svc.conversation_logger is not None:
-        try:
-            client_request = json.loads(raw)
-        except ValueError:
-            client_request = raw.decode("utf-8", "replace")
-        model = client_request.get("model") if isinstance(client_request, dict) else None
-        record = svc.conversation_logger.start(request_id, None, model, client_request)
     try:
-        req = ResponsesRequest.from_body(_loads(raw), settings.model)
+        body, error = json.loads(raw), None
+    except ValueError as exc:
+        body, error = None, BadRequestError(f"request body is not valid JSON: {exc}")
+    if svc.conversation_logger is not None:
+        record = start_request(svc.conversation_logger,
+            request_id, raw.decode("utf-8", "replace") if error else body)
+    try:
+        if error is not None:
+            raise error
+        req = ResponsesRequest.from_body(body, settings.model)
         history: list[Message] = []
         if req.previous_response_id:
             stored = load(svc.store, req.previous_response_id, param="previous_response_id")
