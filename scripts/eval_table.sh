@@ -68,6 +68,7 @@ APPROACHES=(
   "leap leap"
   "rstar rstar rstar_num_rollouts=3"
   "pvg pvg pvg_num_rounds=1"
+  "pal pal"
   # Ablation: plain voting over DeepConf's own samples (8 at temperature 0.7), so the only
   # difference from deepconf_offline is the confidence filter.
   "majority_voting_k8_t0.7 majority_voting majority_voting_k=8 temperature=0.7"
