@@ -1,8 +1,9 @@
 """The OpenAI-compatible upstream: the ``openai`` SDK for approaches, pooled bytes for passthrough.
 
 One ``OpenAIUpstream`` per app: one SDK client (its connection pool is reused by every call) and
-one ``urllib3.PoolManager`` for the passthrough, which relays the client's JSON bytes and the
-upstream's answer without parsing them (shared/PERFORMANCE.md: the SDK's per-call cost alone
+one keep-alive ``HTTPPool`` per upstream origin for the passthrough
+(``optillm.upstream.http_pool``), which relays the client's JSON bytes and the upstream's answer
+without parsing them (shared/PERFORMANCE.md: the SDK's per-call cost alone
 exceeds the passthrough's 1 ms budget). Works with OpenAI, Azure OpenAI, vLLM, SGLang,
 llama.cpp's ``llama-server``, Cerebras, OpenRouter and LiteLLM proxies.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -42,6 +44,7 @@ from ..errors import (
 )
 from ..types import ChatRequest, Choice, Chunk, Completion, Message, Usage, new_id
 from .base import NO_META, CallMeta, Capabilities, RawResponse, Upstream
+from .http_pool import HTTPPool
 from .passthrough import forward_once
 from .passthrough import unreachable as _unreachable
 from .retry import RETRY_STATUSES, RetryPolicy
@@ -113,7 +116,10 @@ class OpenAIUpstream(Upstream):
             tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": verify}
         self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=False,
                                          retries=self._retries, timeout=self._timeout, **tls)
-        self._targets: dict[str | None, tuple[Any, str]] = {}
+        self._pool_size = pool_size
+        self._ssl = _passthrough_tls(verify) if self.base_url.startswith("https") else None
+        self._http_pools: dict[str, HTTPPool] = {}  # the passthrough's, by scheme://host:port
+        self._targets: dict[str | None, tuple[HTTPPool, str]] = {}
         self._lock = threading.Lock()
         self._caps = Capabilities()
 
@@ -344,7 +350,14 @@ class OpenAIUpstream(Upstream):
             else:
                 url = self.base_url + "/chat/completions"
             parsed = urllib3.util.parse_url(url)
-            target = (self._pool.connection_from_url(url), parsed.request_uri)
+            origin = f"{parsed.scheme}://{parsed.netloc}"
+            with self._lock:
+                pool = self._http_pools.get(origin)
+                if pool is None:
+                    pool = self._http_pools[origin] = HTTPPool(
+                        origin, maxsize=self._pool_size, ssl_context=self._ssl,
+                        connect_timeout=min(10.0, self.timeout), read_timeout=self.timeout)
+            target = (pool, parsed.request_uri)
             if len(self._targets) < 1024:
                 self._targets[key] = target
         return target
@@ -367,12 +380,13 @@ class OpenAIUpstream(Upstream):
         else:
             headers["Authorization"] = f"Bearer {key}"
         pool, path = self._forward_target(model)
-        return self.retry.call(lambda: forward_once(pool, path, body, headers, stream,
-                                                    self._retries, self._timeout))
+        return self.retry.call(lambda: forward_once(pool, path, body, headers, stream))
 
     def close(self) -> None:
         self.client.close()
         self._pool.clear()
+        for pool in list(self._http_pools.values()):
+            pool.clear()
 
 
 def _prepend(first: Chunk, rest: Iterator[Chunk]) -> Iterator[Chunk]:
@@ -393,6 +407,16 @@ def _json_body(content: bytes) -> Any:
     except ValueError as exc:
         raise UpstreamError(f"upstream returned malformed JSON ({exc}): "
                             f"{content[:200].decode('utf-8', 'replace')!r}") from exc
+
+
+def _passthrough_tls(verify: bool | str) -> ssl.SSLContext:
+    """The passthrough pool's TLS context for ``verify`` (see ``OpenAIUpstream``)."""
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
 
 
 def _sdk_tls(verify: bool | str) -> dict[str, Any]:

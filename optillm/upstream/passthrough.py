@@ -1,14 +1,18 @@
-"""The passthrough's HTTP attempt over urllib3: the client's bytes up, the answer back unparsed.
+"""The passthrough's HTTP attempt: the client's bytes up, the answer back unparsed.
 
 ``forward_once`` is one attempt of ``OpenAIUpstream.forward`` (its ``RetryPolicy`` repeats it):
 it raises what the retries judge (``optillm.upstream.retry``) and returns what may go to the
 client. A non-streamed answer is read whole and, when its status is 200, checked to be a JSON
 object (never relayed as a 200 otherwise); a stream is returned once its first bytes are in,
 and its chunks raise ``UpstreamError`` when it breaks later or ends without ``data: [DONE]``.
+The wire is ``optillm.upstream.http_pool`` (one ``sendall`` a request); ``is_timeout`` and
+``unreachable`` map the urllib3 errors of the upstream's other raw calls (``/tokenize``,
+``/apply-template``).
 """
 
 from __future__ import annotations
 
+import http.client
 from collections.abc import Callable, Iterator
 
 import urllib3
@@ -22,27 +26,27 @@ from ..errors import (
     from_upstream_status,
 )
 from .base import RawResponse
+from .http_pool import HTTPPool, PooledResponse
 
 #: Bytes kept from a stream's end to see its ``data: [DONE]``.
 _TAIL = 32
 
 
-def forward_once(pool, path: str, body: bytes, headers: dict[str, str], stream: bool,
-                 retries: urllib3.Retry, timeout: urllib3.Timeout) -> RawResponse:
+def forward_once(pool: HTTPPool, path: str, body: bytes, headers: dict[str, str],
+                 stream: bool) -> RawResponse:
     """POST ``body`` to ``path`` of ``pool`` once. A 4xx other than 429 is returned as it is.
 
     Raises:
         UpstreamUnreachableError: no answer, or it broke off before it was whole.
-        UpstreamTimeoutError: a read waited longer than ``timeout``; an upstream 504/408.
+        UpstreamTimeoutError: a read waited longer than the pool's timeout; an upstream
+            504/408.
         RateLimitError / UpstreamError: a 429 / another 5xx (with status, headers and
             ``Retry-After``); a 200 whose body is not a JSON object.
     """
     try:
-        resp = pool.urlopen("POST", path, body=body, headers=headers, preload_content=False,
-                            decode_content=True, retries=retries, timeout=timeout,
-                            release_conn=False)
-    except urllib3.exceptions.HTTPError as exc:
-        raise unreachable(exc) from exc
+        resp = pool.post(path, body, headers)
+    except _WIRE_ERRORS as exc:
+        raise _failed(exc, "upstream unreachable") from exc
     content_type = resp.headers.get("Content-Type", "application/json")
     status = resp.status
     if stream and status == 200:
@@ -62,22 +66,29 @@ def forward_once(pool, path: str, body: bytes, headers: dict[str, str], stream: 
     return RawResponse(status, content_type, iter((data,)), lambda: None, resp.headers)
 
 
-def _read_all(resp) -> bytes:
-    """A whole answer body; the connection goes back to the pool.
+#: What the pool raises for a failed exchange (``ssl.SSLError`` is an ``OSError``).
+_WIRE_ERRORS = (OSError, http.client.HTTPException)
+
+
+def _failed(exc: BaseException, what: str) -> UpstreamTimeoutError | UpstreamUnreachableError:
+    """A timeout is a 504; anything else that broke the exchange a 502."""
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeoutError(f"upstream timed out: {exc or 'no answer in time'}")
+    return UpstreamUnreachableError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _read_all(resp: PooledResponse) -> bytes:
+    """A whole answer body; the connection goes back to the pool (or is closed).
 
     Raises: UpstreamTimeoutError / UpstreamUnreachableError when it breaks off.
     """
     try:
         return resp.read()
-    except urllib3.exceptions.HTTPError as exc:
-        if is_timeout(exc):
-            raise UpstreamTimeoutError(f"upstream timed out: {exc}") from exc
-        raise UpstreamUnreachableError(f"upstream answer broke: {exc}") from exc
-    finally:
-        resp.release_conn() if resp.isclosed() else resp.drain_conn()
+    except _WIRE_ERRORS as exc:
+        raise _failed(exc, "upstream answer broke") from exc
 
 
-def _stream_body(resp) -> tuple[Iterator[bytes], Callable[[], None]]:
+def _stream_body(resp: PooledResponse) -> tuple[Iterator[bytes], Callable[[], None]]:
     """``(chunks, abort)`` of a streamed answer whose first bytes have been read here.
 
     Raises (now): UpstreamUnreachableError / UpstreamTimeoutError when the stream ends or
@@ -86,10 +97,8 @@ def _stream_body(resp) -> tuple[Iterator[bytes], Callable[[], None]]:
     def read() -> bytes:  # read1: hand on each piece as it arrives, chunked or not
         try:
             return resp.read1(65536)
-        except urllib3.exceptions.HTTPError as exc:
-            if is_timeout(exc):
-                raise UpstreamTimeoutError(f"upstream stream timed out: {exc}") from exc
-            raise UpstreamUnreachableError(f"upstream stream broke: {exc}") from exc
+        except _WIRE_ERRORS as exc:
+            raise _failed(exc, "upstream stream broke") from exc
 
     try:
         first = read()
@@ -97,7 +106,7 @@ def _stream_body(resp) -> tuple[Iterator[bytes], Callable[[], None]]:
         resp.close()
         raise
     if not first:
-        resp.release_conn()
+        resp.release()
         raise UpstreamUnreachableError("upstream stream ended before its first bytes")
 
     def chunks() -> Iterator[bytes]:
@@ -113,12 +122,9 @@ def _stream_body(resp) -> tuple[Iterator[bytes], Callable[[], None]]:
             if b"[DONE]" not in tail:
                 raise UpstreamError("upstream stream ended before 'data: [DONE]'")
         finally:
-            resp.release_conn()
+            resp.release()
 
-    def abort() -> None:
-        resp.close()  # a client that went away stops the upstream's generation
-
-    return chunks(), abort
+    return chunks(), resp.close  # abort: a client that went away stops the generation
 
 
 def is_timeout(exc: BaseException) -> bool:
