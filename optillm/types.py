@@ -11,9 +11,9 @@ Shapes follow OpenAI's OpenAPI description (``CreateChatCompletionRequest``,
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +27,8 @@ _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 
 
 def new_id(prefix: str = "chatcmpl-") -> str:
-    return prefix + uuid.uuid4().hex[:24]
+    """``prefix`` and 24 random hex digits (96 bits)."""
+    return prefix + os.urandom(12).hex()
 
 
 @dataclass(frozen=True)

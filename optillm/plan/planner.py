@@ -23,6 +23,7 @@ tag, the model name, else passthrough), the same as ``--approach auto``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -32,8 +33,9 @@ from ..hookspecs import hookimpl
 from ..types import PARALLEL, SEQUENCE, SINGLE, Message, Plan
 from .registry import Registry
 
-__all__ = ["AUTO", "PARALLEL", "SEQUENCE", "SINGLE", "Plan", "PrefixParser", "extract_tag",
-           "parse_plan", "parse_prefix", "plan_for_model", "split_slugs"]
+__all__ = ["AUTO", "PARALLEL", "SEQUENCE", "SINGLE", "Plan", "PrefixParser",
+           "cached_plan_for_model", "extract_tag", "parse_plan", "parse_prefix",
+           "plan_for_model", "split_slugs"]
 
 AUTO = "auto"
 ROUTED_AUTO = "router"  # what --approach auto becomes with --router-table
@@ -100,6 +102,17 @@ def extract_tag(messages: tuple[Message, ...]) -> tuple[str | None, tuple[Messag
                 m = Message(m.role, _TAG.sub("", m.content).strip(), m.extra)
         out.append(m)
     return (found, tuple(out)) if found is not None else (None, messages)
+
+
+@functools.lru_cache(maxsize=1024)
+def cached_plan_for_model(model: str, registry: Registry, hook=None,
+                          default_approach: str = "auto",
+                          default_model: str | None = None) -> Plan:
+    """``plan_for_model``, remembered for the last 1,024 distinct arguments: the passthrough
+    asks it on every request, and a plan depends only on the name, the registry and the
+    plugins' ``parse_model`` hooks, all fixed once the app is built. Errors are not cached.
+    """
+    return plan_for_model(model, registry, hook, default_approach, default_model)
 
 
 def plan_for_model(model: str, registry: Registry, hook=None, default_approach: str = "auto",

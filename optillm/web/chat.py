@@ -32,7 +32,7 @@ from ..errors import (
     OptillmError,
     UpstreamError,
 )
-from ..plan.planner import parse_plan, plan_for_model
+from ..plan.planner import cached_plan_for_model, parse_plan
 from ..types import ChatRequest, Completion
 from ..upstream.base import CallMeta
 from ..upstream.conversation_log import start_request
@@ -147,11 +147,12 @@ def chat_completions() -> Response:
         if passthrough_ok and "optillm_approach" not in body and "tts_strategy" not in body \
                 and b"<optillm_approach>" not in raw:
             # the hot path decides from the model name alone, without parsing the messages
-            plan = plan_for_model(model, svc.registry, svc.plugin_manager.hook,
-                                  settings.approach, settings.model)
+            plan = cached_plan_for_model(model, svc.registry, svc.plugin_manager.hook,
+                                         settings.approach, settings.model)
             if plan.is_passthrough:
                 meta = _meta(request_id, settings, record, plan, control)
-                return _passthrough(body, raw, plan, stream, None, meta, record, control)
+                return _passthrough(svc, body, raw, plan, stream, None, meta, record,
+                                    control)
         chat = ChatRequest.from_body(body)
         plan, messages = parse_plan(chat.model, body, chat.messages, svc.registry,
                                     hook=svc.plugin_manager.hook,
@@ -160,7 +161,7 @@ def chat_completions() -> Response:
         meta = _meta(request_id, settings, record, plan, control)
         if plan.is_passthrough and passthrough_ok:
             changed = messages if messages is not chat.messages else None
-            return _passthrough(body, raw, plan, stream, changed, meta, record, control)
+            return _passthrough(svc, body, raw, plan, stream, changed, meta, record, control)
         return _run_pipeline(body, plan, chat.replace(messages=messages), meta, record)
     except OptillmError as exc:
         if record:
@@ -189,11 +190,10 @@ def _cache_header(status: str | None) -> dict[str, str]:
     return {"X-Optillm-Cache": status} if status else {}
 
 
-def _passthrough(body, raw: bytes, plan, stream: bool, messages, meta, record,
+def _passthrough(svc, body, raw: bytes, plan, stream: bool, messages, meta, record,
                  control=None) -> Response:
     """Relay the client's bytes (re-serialised only when the model, proxy fields, messages
     or a cache directive must change) and the upstream's answer, through the cache when on."""
-    svc = services()
     fields = svc.registry.consumed_fields(plan.slugs)
     proxy_fields = [k for k in body if k in fields]
     if plan.model != body["model"] or proxy_fields or messages is not None \

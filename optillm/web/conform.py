@@ -41,19 +41,23 @@ def conform_completion(data: bytes) -> bytes:
             if isinstance(choice.get("message"), dict):
                 choice["message"].setdefault("refusal", None)
     add_reasoning_tokens(parsed.get("usage"), [c.get("message") for c in choices
-                                               if isinstance(c, dict)])
+                                               if isinstance(c, dict)],
+                         thinks=b"<think>" in data or b'"reasoning_content"' in data)
     return _dumps(parsed)
 
 
-def add_reasoning_tokens(usage: Any, messages: list[Any]) -> None:
+def add_reasoning_tokens(usage: Any, messages: list[Any], thinks: bool = True) -> None:
     """Give an upstream ``usage`` dict ``completion_tokens_details.reasoning_tokens`` when it
-    has none: the thinking share of ``messages`` (message or delta dicts), else 0."""
+    has none: the thinking share of ``messages`` (message or delta dicts), else 0.
+    ``thinks=False``: the caller knows no message thinks (0 without measuring)."""
     if not isinstance(usage, dict):
         return
     details = usage.get("completion_tokens_details")
     if not isinstance(details, dict):
         details = usage["completion_tokens_details"] = {}
-    if details.get("reasoning_tokens") is None:
+    if details.get("reasoning_tokens") is None and not thinks:
+        details["reasoning_tokens"] = 0  # nothing thought: exact, and no texts to measure
+    elif details.get("reasoning_tokens") is None:
         texts = [generated_text(Message("assistant", m.get("content"), m))
                  for m in messages if isinstance(m, dict)]
         details["reasoning_tokens"] = reasoning_share(texts,

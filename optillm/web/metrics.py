@@ -39,6 +39,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 _UNCOUNTED = ("/health", "/metrics")
 _MAX_LABEL = 100
+_MAX_CHILDREN = 4096
 
 
 def _label(value: Any) -> str:
@@ -70,21 +71,34 @@ class RequestMetrics:
         self.tokens = Counter("optillm_upstream_tokens", "Tokens in upstream usage",
                               ["model", "kind"], registry=reg)
 
+        # labelled children by label values: ``labels()`` costs a few µs a call, and the
+        # passthrough makes five a request (bounded: beyond it, labels() every time)
+        self._children: dict[tuple, Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = metric.labels(*values)
+            if len(self._children) < _MAX_CHILDREN:
+                self._children[key] = child
+        return child
+
     def observe_request(self, route: str, approach: str, model: str, status: int,
                         seconds: float) -> None:
-        self.requests.labels(route, approach, model, str(status)).inc()
-        self.latency.labels(route, approach).observe(seconds)
+        self._child(self.requests, route, approach, model, str(status)).inc()
+        self._child(self.latency, route, approach).observe(seconds)
 
     def observe_call(self, model: str | None, call: str, ok: bool) -> None:
-        self.upstream_calls.labels(_label(model), call, "ok" if ok else "error").inc()
+        self._child(self.upstream_calls, _label(model), call, "ok" if ok else "error").inc()
 
     def observe_usage(self, model: str | None, usage: Mapping[str, Any] | None) -> None:
         if not isinstance(usage, Mapping):
             return
-        for kind in ("prompt", "completion"):
-            value = usage.get(f"{kind}_tokens")
+        for kind, field in (("prompt", "prompt_tokens"), ("completion", "completion_tokens")):
+            value = usage.get(field)
             if isinstance(value, int) and value > 0:
-                self.tokens.labels(_label(model), kind).inc(value)
+                self._child(self.tokens, _label(model), kind).inc(value)
 
 
 def install(app: Flask, metrics: RequestMetrics) -> None:
@@ -92,14 +106,15 @@ def install(app: Flask, metrics: RequestMetrics) -> None:
     body has been sent (``g.request_start`` from ``optillm.web.request_context``)."""
 
     def count(response: Response) -> Response:
-        path = request.path
-        if path.startswith(_UNCOUNTED):
+        req = request._get_current_object()  # one proxy lookup, not one per attribute
+        if req.path.startswith(_UNCOUNTED):
             return response
-        rule = request.url_rule
+        rule = req.url_rule
         route = rule.rule if rule is not None else "unmatched"
-        plan = planned()
+        ns = g._get_current_object()
+        plan = planned(ns)
         approach, model = (plan if plan is not None else ("-", "-"))
-        start = g.get("request_start") or time.perf_counter()
+        start = ns.get("request_start") or time.perf_counter()
         status = response.status_code
         labels = (route, _label(approach), _label(model), status)
         if response.is_streamed:  # counted once the last byte has gone

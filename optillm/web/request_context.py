@@ -51,9 +51,10 @@ def note_plan(approach: str, model: str) -> None:
     g.optillm_plan = (approach, model)
 
 
-def planned() -> tuple[str, str] | None:
-    """The ``(approach, base model)`` ``note_plan`` recorded for this request, if any."""
-    return g.get("optillm_plan")
+def planned(ns=None) -> tuple[str, str] | None:
+    """The ``(approach, base model)`` ``note_plan`` recorded for this request, if any
+    (``ns``: the request's ``g`` object, when the caller holds it already)."""
+    return (g if ns is None else ns).get("optillm_plan")
 
 
 def install(app: Flask) -> None:
@@ -62,16 +63,18 @@ def install(app: Flask) -> None:
     ``time.perf_counter()`` seconds)."""
 
     def start() -> None:
-        g.request_start = time.perf_counter()
+        ns = g._get_current_object()  # one proxy lookup, not one per attribute
+        ns.request_start = time.perf_counter()
         rid = valid_request_id(request.headers.get(HEADER)) or new_id("req-")
-        g.request_id = rid
-        g.request_id_token = _REQUEST_ID.set(rid)
+        ns.request_id = rid
+        ns.request_id_token = _REQUEST_ID.set(rid)
 
     def finish(response: Response) -> Response:
-        if "request_id" not in g:  # a before_request ahead of ours failed the request
+        ns = g._get_current_object()
+        if "request_id" not in ns:  # a before_request ahead of ours failed the request
             start()
-        response.headers[HEADER] = g.request_id
-        if g.pop("request_id_token", None) is not None:
+        response.headers[HEADER] = ns.request_id
+        if ns.pop("request_id_token", None) is not None:
             after_body(response, _clear)  # a stream's log lines keep the id to the end
         return response
 

@@ -239,3 +239,44 @@ def test_fan_out_and_streams_under_each_worker_class(tmp_path, worker_class):
     finally:
         stop(served)
         stub.stop()
+
+
+def test_keep_alive_clients_are_served_back_to_back_and_after_idling(stub, tmp_path):
+    """The gthread worker's thread waits briefly for a keep-alive client's next request
+    (``optillm.serve.LINGER_MS``): back-to-back requests, one after the wait has passed (the
+    connection went back to gunicorn's poller), and a stream all share one connection; and
+    30 idle keep-alive connections hold no thread, so a new client is answered at once."""
+    served = start(stub.url, tmp_path, "--max-parallel-calls", "4")
+    body = json.dumps({"model": "stub-model",
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+        sockets = set()
+        for pause in (0, 0, 0.1, 0, 0.3):
+            time.sleep(pause)
+            conn.request("POST", "/v1/chat/completions", body,
+                         {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            assert resp.status == 200 and json.loads(resp.read())["choices"]
+            sockets.add(id(conn.sock))
+        streamed = json.dumps({"model": "stub-model", "stream": True,
+                               "messages": [{"role": "user", "content": "hi"}]}).encode()
+        conn.request("POST", "/v1/chat/completions", streamed,
+                     {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read().rstrip().endswith(b"data: [DONE]")
+        sockets.add(id(conn.sock))
+        assert len(sockets) == 1  # never reconnected
+        idle = []
+        for _ in range(30):
+            c = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+            c.request("GET", "/v1/models")
+            assert c.getresponse().read()
+            idle.append(c)
+        start_time = time.monotonic()
+        assert served.chat()[0] == 200
+        assert time.monotonic() - start_time < 2.0
+        for c in idle + [conn]:
+            c.close()
+    finally:
+        stop(served)
