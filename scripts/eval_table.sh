@@ -147,9 +147,13 @@ if stage 1; then
 fi
 # 2. every approach on the first 100 of the test split (the same problems as step 1's first
 #    100: --limit takes the split's order). GSM8K: about a day of machine time for all rows.
+#    STAGE2_SET picks rows (default every approach), in the order APPROACHES lists them;
+#    STAGE2_DATASETS the sets (default "arithmetic_easy gsm8k").
 if stage 2; then
-  run arithmetic_easy 100 64 "$EASY" "" "$TEST"
-  run gsm8k 100 512 "$HARD" "" "$TEST"
+  case " ${STAGE2_DATASETS:-arithmetic_easy gsm8k} " in *" arithmetic_easy "*)
+    run arithmetic_easy 100 64 "$EASY" "${STAGE2_SET:-}" "$TEST" ;; esac
+  case " ${STAGE2_DATASETS:-arithmetic_easy gsm8k} " in *" gsm8k "*)
+    run gsm8k 100 512 "$HARD" "${STAGE2_SET:-}" "$TEST" ;; esac
 fi
 # 3. the router: fit on the dev split (never the test problems), within a token budget.
 DEV_SET="${DEV_SET:-none re2 majority_voting deepconf_online cot_reflection}"

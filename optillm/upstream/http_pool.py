@@ -179,8 +179,10 @@ def _dropped(sock: socket.socket) -> bool:
     """True when an idle connection is readable: the server closed it (or sent bytes no
     request asked for), so it cannot carry another request."""
     try:
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
+        if hasattr(select, "poll"):  # any descriptor number (select() stops at 1024)
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([sock], [], [], 0)[0])
     except (OSError, ValueError):
         return True
