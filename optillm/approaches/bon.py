@@ -4,7 +4,17 @@ After OptiLLM's ``bon``; the rating scheme is LLM-as-a-judge scoring (Zheng et a
 2306.05685). Candidates come from one call with ``n`` (emulated where the upstream lacks it);
 the N ratings run concurrently, so the wall time is two calls deep whatever N is.
 
+Ties: among the candidates with the top rating, the one whose final answer
+(``answers.extract_answer``) the most candidates share wins (self-consistency, arXiv
+2203.11171), then the first. A small judge often gives every candidate the same score
+(Qwen2.5-Coder-0.5B rated all three 8/10 on easy arithmetic), and "the first of equal ratings"
+then returned one temperature-1.0 sample, wrong more often than greedy decoding.
+
 Options (request body): ``best_of_n`` (int, 1-32, default 3).
+
+Metadata on the choice, ``optillm_votes``: ``ratings`` and ``answers`` (per candidate),
+``chosen`` (its index), ``tie_break`` (``"agreement"`` when the ratings tied and the
+answers decided, else None).
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import re
 from dataclasses import dataclass
 
 from ..options import opt
+from ..toolkit import answers
 from ..toolkit.context import Answer, RunContext
 from ..types import Message
 
@@ -52,6 +63,20 @@ def run(ctx: RunContext) -> Answer:
         return parse_rating(reply.text)
 
     ratings = ctx.map(rate, candidates)
-    best = max(range(len(candidates)), key=lambda i: ratings[i])  # first of equal ratings
-    return Answer(candidates[best], metadata={"optillm_votes": {"ratings": ratings,
-                                                                  "chosen": best}})
+    extracted = [answers.extract_answer(c) for c in candidates]
+    best, tie_break = choose(ratings, extracted)
+    return Answer(candidates[best], metadata={"optillm_votes": {
+        "ratings": ratings, "answers": extracted, "chosen": best, "tie_break": tie_break}})
+
+
+def choose(ratings: list[float], extracted: list[str | None]) -> tuple[int, str | None]:
+    """The index of the best candidate and how a tie was broken (see the module docstring):
+    the top rating; among equals, the answer most candidates share; then the first."""
+    top = max(ratings)
+    tied = [i for i, r in enumerate(ratings) if r == top]
+    if len(tied) == 1:
+        return tied[0], None
+    groups = answers.group_answers(extracted)  # per candidate: its group's first index
+    support = {i: sum(1 for g in groups if g is not None and g == groups[i]) for i in tied}
+    best = max(tied, key=lambda i: (support[i], -i))
+    return best, ("agreement" if support[best] > support[tied[0]] else None)

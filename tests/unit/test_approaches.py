@@ -59,6 +59,26 @@ def test_bon_samples_once_rates_each_and_picks_best(client, fake):
     assert data["usage"]["completion_tokens"] == 6 + 3
 
 
+def test_bon_tied_ratings_go_to_the_answer_most_candidates_share(client, fake):
+    fake.when(lambda r: r.n == 4, ["The answer is 30.", "The answer is 21.",
+                                   "So 21.", "The answer is 11."])
+    fake.when_contains("Rate the following", "8")  # an uninformative judge: all equal
+    data = chat(client, model="bon-fake", best_of_n=4).get_json()
+    assert data["choices"][0]["message"]["content"] == "The answer is 21."
+    votes = data["choices"][0]["optillm_votes"]
+    assert votes["chosen"] == 1 and votes["tie_break"] == "agreement"
+    assert votes["answers"] == ["30", "21", "21", "11"] and votes["ratings"] == [8.0] * 4
+
+
+def test_bon_rating_beats_agreement_and_ties_without_agreement_keep_the_first():
+    from optillm.approaches.bon import choose
+
+    assert choose([3.0, 9.0, 3.0], ["5", "7", "5"]) == (1, None)  # the judge decides
+    assert choose([8.0, 8.0, 2.0], ["5", "7", "7"]) == (1, "agreement")
+    assert choose([8.0, 8.0], ["5", "7"]) == (0, None)
+    assert choose([8.0, 8.0], [None, None]) == (0, None)
+
+
 def test_bon_option_from_body(client, fake):
     chat(client, model="bon-fake", best_of_n=5)
     assert fake.history[0].n == 5 and len(fake.history) == 6
