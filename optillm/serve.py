@@ -90,7 +90,6 @@ def _thread_worker_class() -> Any:
     connection) then skips the round trip through the poller, the thread pool and the main
     thread's wake-up pipe: against a 0 ms upstream, a bare Flask relay measured +0.48-0.50 ms
     p50 under gthread and +0.43 ms with this (``scripts/bench_proxy.py`` harness)."""
-    import select
     import threading
 
     from gunicorn.workers.gthread import ThreadWorker
@@ -105,7 +104,7 @@ def _thread_worker_class() -> Any:
             try:
                 result = super().handle(conn)
                 while _keeps(result) and self.alive and self._busy * 2 <= self.cfg.threads \
-                        and _next_request_soon(conn, select):
+                        and _next_request_soon(conn):
                     result = super().handle(conn)
                 return result
             finally:
@@ -124,17 +123,17 @@ def _keeps(result: Any) -> bool:
     return result is True
 
 
-def _next_request_soon(conn: Any, select: Any) -> bool:
+def _next_request_soon(conn: Any) -> bool:
     """True when the connection has (or within ``LINGER_MS`` gets) bytes of a next request."""
+    from .upstream.http_pool import readable
+
     try:
         if conn.parser.unreader.buf.getvalue():
             return True
         sock = conn.sock
         if getattr(sock, "pending", lambda: 0)():  # TLS bytes already decrypted
             return True
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(LINGER_MS))
+        return readable(sock, LINGER_MS)
     except (AttributeError, OSError, ValueError):
         return False
 

@@ -19,7 +19,8 @@ connection, since the server cannot have acted on a request it never read.
 ``PooledResponse`` has ``status``, ``headers`` (case-insensitive ``get``), ``read()`` (the whole
 body; the connection goes back to the pool), ``read1(n)`` (a stream's pieces as they arrive),
 ``release()`` (back to the pool when the body was read to its end, else closed) and
-``close()`` (drop the connection: stops a streaming upstream).
+``close()`` (drop the connection: stops a streaming upstream). ``readable(sock, timeout_ms)``
+is the zero-or-short-timeout poll, shared with the gthread worker's keep-alive linger.
 
 Raises ``TimeoutError`` (connect or read limit), ``OSError`` (no connection, reset) and
 ``http.client.HTTPException`` (a malformed or cut answer); ``ValueError`` for a header value
@@ -33,6 +34,7 @@ import select
 import socket
 import ssl
 import threading
+from typing import Any
 from urllib.parse import urlsplit
 
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
@@ -92,8 +94,8 @@ class HTTPPool:
             raise ValueError(f"not an http(s) URL: {url!r}")
         self.https = parts.scheme == "https"
         self.host = parts.hostname
-        self.port = parts.port or (443 if self.https else 80)
         default_port = 443 if self.https else 80
+        self.port = parts.port or default_port
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = host if self.port == default_port else f"{host}:{self.port}"
         self.maxsize = maxsize
@@ -122,13 +124,12 @@ class HTTPPool:
         except _STALE:
             if not reused:
                 raise
-        except BaseException:
-            sock.close()
-            raise
-        sock.close()  # the server closed it while idle: once more on a new connection
+        # the server closed it while idle (_exchange has closed it): once more, on a new one
         return self._exchange(self._connect(), request)
 
     def _exchange(self, sock: socket.socket, request: bytes) -> PooledResponse:
+        """Send ``request`` on ``sock`` and read the answer's head; ``sock`` is closed when
+        that fails."""
         try:
             sock.sendall(request)
             resp = http.client.HTTPResponse(sock, method="POST")
@@ -175,14 +176,22 @@ class HTTPPool:
             sock.close()
 
 
+def readable(sock: Any, timeout_ms: int = 0) -> bool:
+    """Whether ``sock`` has bytes to read (or its peer closed it) within ``timeout_ms``.
+
+    Raises: OSError / ValueError for a closed or unusable socket.
+    """
+    if hasattr(select, "poll"):  # any descriptor number (select() stops at 1024)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(timeout_ms))
+    return bool(select.select([sock], [], [], timeout_ms / 1000)[0])
+
+
 def _dropped(sock: socket.socket) -> bool:
     """True when an idle connection is readable: the server closed it (or sent bytes no
     request asked for), so it cannot carry another request."""
     try:
-        if hasattr(select, "poll"):  # any descriptor number (select() stops at 1024)
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            return bool(poller.poll(0))
-        return bool(select.select([sock], [], [], 0)[0])
+        return readable(sock)
     except (OSError, ValueError):
         return True

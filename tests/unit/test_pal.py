@@ -62,7 +62,8 @@ def test_identical_programs_run_once_and_failures_do_not_vote(client, fake):
 
 
 def test_no_program_answers_falls_back_to_a_direct_answer(client, fake):
-    fake.when(lambda r: r.n == 3, ["no code", "```python\nx = 1\n```", "```python\nwhile True: pass\n```"])
+    fake.when(lambda r: r.n == 3, ["no code", "```python\nx = 1\n```",
+                                   "```python\nwhile True: pass\n```"])
     fake.when(lambda r: r.n == 1, "The answer is 4.")
     r = chat(client, model="pal-fake", pal_k=3, pal_timeout=1, temperature=0.3,
              messages=[{"role": "system", "content": "Be brief."},

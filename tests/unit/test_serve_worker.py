@@ -4,7 +4,6 @@ connection, and when a next request is "soon"."""
 from __future__ import annotations
 
 import io
-import select
 import socket
 import threading
 import time
@@ -28,10 +27,10 @@ def test_next_request_soon_waits_at_most_the_linger():
     a, b = socket.socketpair()
     try:
         start = time.monotonic()
-        assert not serve._next_request_soon(conn_over(a), select)
+        assert not serve._next_request_soon(conn_over(a))
         assert time.monotonic() - start < 0.5
         threading.Timer(serve.LINGER_MS / 4000, b.sendall, (b"POST / HTTP/1.1\r\n",)).start()
-        assert serve._next_request_soon(conn_over(a), select)
+        assert serve._next_request_soon(conn_over(a))
     finally:
         a.close()
         b.close()
@@ -39,10 +38,10 @@ def test_next_request_soon_waits_at_most_the_linger():
 
 def test_buffered_bytes_count_and_a_closed_socket_does_not_crash():
     a, b = socket.socketpair()
-    assert serve._next_request_soon(conn_over(a, b"GET / HTTP/1.1\r\n"), select)
+    assert serve._next_request_soon(conn_over(a, b"GET / HTTP/1.1\r\n"))
     a.close()
     b.close()
-    assert serve._next_request_soon(conn_over(a), select) is False
+    assert serve._next_request_soon(conn_over(a)) is False
 
 
 def test_the_worker_class_is_gthreads_with_the_linger():
