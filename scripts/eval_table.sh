@@ -69,6 +69,9 @@ APPROACHES=(
   "rstar rstar rstar_num_rollouts=3"
   "pvg pvg pvg_num_rounds=1"
   "pal pal"
+  # pal with one greedy prose answer in the vote (the prose answer wins ties): the programs
+  # overrule it only when more of them agree on another answer
+  "pal_prose1_k4 pal pal_prose=1 pal_k=4"
   # Ablation: plain voting over DeepConf's own samples (8 at temperature 0.7), so the only
   # difference from deepconf_offline is the confidence filter.
   "majority_voting_k8_t0.7 majority_voting majority_voting_k=8 temperature=0.7"
@@ -140,26 +143,26 @@ STAGES=" ${STAGES:-1 2 3 4 5} "
 stage() { case "$STAGES" in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 start_proxy
 # 1. none and the best candidates on the full test split (200), easy set and GSM8K.
-BEST="${BEST:-none re2 majority_voting deepconf_online}"
+BEST="${BEST:-none re2 majority_voting deepconf_online pal}"
+# STAGE1_DATASETS / STAGE2_DATASETS pick the sets (default both).
+sets() { case " ${2:-arithmetic_easy gsm8k} " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 if stage 1; then
-  run arithmetic_easy 200 64 "$EASY" "$BEST" "$TEST"
-  run gsm8k 200 512 "$HARD" "$BEST" "$TEST"
+  if sets arithmetic_easy "${STAGE1_DATASETS:-}"; then run arithmetic_easy 200 64 "$EASY" "$BEST" "$TEST"; fi
+  if sets gsm8k "${STAGE1_DATASETS:-}"; then run gsm8k 200 512 "$HARD" "$BEST" "$TEST"; fi
 fi
 # 2. every approach on the first 100 of the test split (the same problems as step 1's first
 #    100: --limit takes the split's order). GSM8K: about a day of machine time for all rows.
 #    STAGE2_SET picks rows (default every approach), in the order APPROACHES lists them;
 #    STAGE2_DATASETS the sets (default "arithmetic_easy gsm8k").
 if stage 2; then
-  case " ${STAGE2_DATASETS:-arithmetic_easy gsm8k} " in *" arithmetic_easy "*)
-    run arithmetic_easy 100 64 "$EASY" "${STAGE2_SET:-}" "$TEST" ;; esac
-  case " ${STAGE2_DATASETS:-arithmetic_easy gsm8k} " in *" gsm8k "*)
-    run gsm8k 100 512 "$HARD" "${STAGE2_SET:-}" "$TEST" ;; esac
+  if sets arithmetic_easy "${STAGE2_DATASETS:-}"; then run arithmetic_easy 100 64 "$EASY" "${STAGE2_SET:-}" "$TEST"; fi
+  if sets gsm8k "${STAGE2_DATASETS:-}"; then run gsm8k 100 512 "$HARD" "${STAGE2_SET:-}" "$TEST"; fi
 fi
 # 3. the router: fit on the dev split (never the test problems), within a token budget.
-DEV_SET="${DEV_SET:-none re2 majority_voting deepconf_online cot_reflection}"
+DEV_SET="${DEV_SET:-none pal}"
 if stage 3; then
   run arithmetic_easy 17 64 "$DEV" "$DEV_SET" "--split dev"   # the easy set's dev split is 17
-  run gsm8k 100 512 "$DEV" "$DEV_SET" "--split dev"
+  run gsm8k "${DEV_LIMIT:-100}" 512 "$DEV" "$DEV_SET" "--split dev"
   python -m optillm.eval fit-router "$DEV" --split dev --min-problems 10 \
     --max-tokens-per-query "${ROUTER_BUDGET:-2500}" -o "$OUT/qwen-router.yaml"
 fi

@@ -83,7 +83,10 @@ class Result:
     ``slug`` / ``options``: what was sent (the approach prefix and the body options; for
     ``fit-router``, which learns "label -> slug with options"); ``router``: the
     ``optillm_router`` metadata of the answer (which approach ``auto``/``router`` chose, in
-    which cell), when it has one; ``temperature``: the client temperature sent (None: none).
+    which cell), when it has one; ``temperature``: the client temperature sent (None: none);
+    ``samples``: the per-sample answers a voting approach reports (the ``answers`` list of
+    its ``optillm_*`` metadata: majority_voting's ``optillm_votes``, pal's ``optillm_pal``),
+    so votes over other subsets or mixtures can be studied offline; None when there is none.
     """
 
     dataset: str
@@ -105,6 +108,7 @@ class Result:
     options: Mapping[str, Any] | None = None
     router: Mapping[str, Any] | None = None
     temperature: float | None = None
+    samples: list[str | None] | None = None
 
     @property
     def key(self) -> Key:
@@ -216,7 +220,20 @@ def ask(client: Any, problem: Problem, approach: str, config: RunConfig) -> Resu
                   completion_tokens=usage.get("completion_tokens"),
                   upstream_calls=_calls_from(body, headers, approach),
                   wall_s=round(time.monotonic() - start, 3), score_error=scored.error,
-                  response=text[:4000], router=(choices[0] or {}).get("optillm_router"))
+                  response=text[:4000], router=(choices[0] or {}).get("optillm_router"),
+                  samples=sample_answers(choices[0] or {}))
+
+
+def sample_answers(choice: Mapping[str, Any]) -> list[str | None] | None:
+    """The ``answers`` list (strings or None, at most 64) of the first ``optillm_*`` metadata
+    object on ``choice`` that has one; None when none does."""
+    for key, value in choice.items():
+        if not key.startswith("optillm_") or not isinstance(value, Mapping):
+            continue
+        found = value.get("answers")
+        if isinstance(found, list):
+            return [a if a is None else str(a) for a in found[:64]]
+    return None
 
 
 def run(client: Any, problems: Sequence[Problem], config: RunConfig, output: str | Path, *,

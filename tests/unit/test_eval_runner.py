@@ -230,3 +230,14 @@ def test_labels_record_one_slug_under_two_names(server, fake, tmp_path):
     assert all("Read the question again" in h.messages[-1].text for h in fake.history)
     assert cli(server, out, "--limit", "1", "--approaches", "a=re2,b=re2") == 0
     assert len(fake.history) == 2  # resumed: both labels done
+
+
+def test_sample_answers_come_from_voting_metadata():
+    from optillm.eval.runner import sample_answers
+    choice = {"message": {"content": "x"}, "optillm_router": {"approach": "pal"},
+              "optillm_pal": {"k": 3, "answers": ["18", None, 18.0]}}
+    assert sample_answers(choice) == ["18", None, "18.0"]
+    assert sample_answers({"optillm_votes": {"answers": list(range(100))}}) == \
+        [str(i) for i in range(64)]
+    assert sample_answers({"message": {}, "optillm_mcts": {"depth": 2}}) is None
+    assert sample_answers({"optillm_pal": "not a mapping"}) is None

@@ -95,8 +95,54 @@ def test_k1_is_greedy_by_default(client, fake):
     assert pal_meta(r)["winner"] == "42"
 
 
+def is_program_call(request) -> bool:
+    return request.messages[-1].text.startswith("Problem:")
+
+
+def test_prose_answers_vote_with_the_programs_and_win_ties(client, fake):
+    fake.when(is_program_call, [program("6 * 3"), program("6 + 3")])
+    fake.when(lambda r: not is_program_call(r), "6 bags of 3 is 19.\nThe answer is 19.")
+    r = chat(client, model="pal-fake", pal_k=2, pal_prose=1, max_tokens=300,
+             messages=[{"role": "system", "content": "Reason step by step."},
+                       {"role": "user", "content": "Tom has 6 bags of 3 apples. How many?"}])
+    assert r.status_code == 200, r.get_json()
+    assert len(fake.history) == 2
+    prose = next(c for c in fake.history if not is_program_call(c))
+    assert prose.n == 1 and prose.params["temperature"] == 0.0
+    assert prose.params["max_tokens"] == 300  # the client's parameters, as sent
+    assert [m.role for m in prose.messages] == ["system", "user"]
+    meta = pal_meta(r)
+    assert meta["prose_answers"] == ["19"] and meta["answers"] == ["19", "18", "9"]
+    # three answers one vote each: the tie goes to the prose answer, which comes first
+    assert meta["winner"] == "19" and meta["source"] == "prose" and meta["chosen"] == 0
+    assert r.get_json()["choices"][0]["message"]["content"].endswith("The answer is 19.")
+
+
+def test_programs_that_agree_overrule_the_prose_answer(client, fake):
+    fake.when(is_program_call, [program("6 * 3"), program("3 * 6"), program("6 + 3")])
+    fake.when(lambda r: not is_program_call(r), "The answer is 19.")
+    meta = pal_meta(r := chat(client, model="pal-fake", pal_k=3, pal_prose=1))
+    assert meta["winner"] == "18" and meta["source"] == "program"
+    assert meta["votes"] == {"19": 1, "18": 2, "9": 1} and meta["chosen"] == 1
+    content = r.get_json()["choices"][0]["message"]["content"]
+    assert content.startswith("```python\nvalue = 6 * 3") and "The answer is 18." in content
+
+
+def test_prose_without_an_answer_line_is_the_fallback_without_another_call(client, fake):
+    fake.when(is_program_call, ["no code here"])
+    fake.when(lambda r: not is_program_call(r), ["I am not sure.", "Nor am I."])
+    r = chat(client, model="pal-fake", pal_k=1, pal_prose=2, answer_format="number")
+    assert len(fake.history) == 2
+    prose = next(c for c in fake.history if not is_program_call(c))
+    assert prose.n == 2 and prose.params["temperature"] == 0.6
+    meta = pal_meta(r)
+    assert meta["fallback"] is True and meta["answers"] == [None, None, None]
+    assert r.get_json()["choices"][0]["message"]["content"] == "I am not sure."
+
+
 @pytest.mark.parametrize("body", [{"pal_k": 0}, {"pal_k": 33}, {"pal_timeout": 0.1},
-                                  {"pal_memory_mb": 10}, {"answer_format": "prose"}])
+                                  {"pal_memory_mb": 10}, {"answer_format": "prose"},
+                                  {"pal_prose": -1}, {"pal_prose": 33}])
 def test_bad_options_are_400s(client, fake, body):
     r = chat(client, model="pal-fake", **body)
     assert r.status_code == 400
