@@ -7,9 +7,9 @@
 - ``mixed_rows(records, datasets=None) -> list[Row]``: the ``mixed`` group: several datasets
   pooled (default: every dataset in the records), test split only (records of the ``dev``
   split are left out), on the problems every included approach answered; an approach is
-  included when it has records on every dataset of the mix and answered at least half as
-  many of its problems as the approach that answered most (so a 10-problem trial run does
-  not shrink the mix to 10 problems).
+  included when, on every dataset of the mix, it answered at least half as many problems as
+  the approach that answered most there (so a 10-problem trial run, or a row that covers one
+  dataset fully and another by a third, does not shrink the mix).
 - ``markdown(points)`` and ``plot(points, path)``: one panel per group, the frontier drawn as
   a step line, labels placed without overlaps (adjustText; a simple vertical stagger when it
   is missing), the y range fitted to the intervals shown.
@@ -74,16 +74,15 @@ def mixed_rows(records: Iterable[Mapping[str, Any]], datasets: Sequence[str] | N
     if len({r["dataset"] for r in last}) < 2:
         return []
     answered: dict[str, set[tuple[str, str]]] = {}
-    covers: dict[str, set[str]] = {}
+    counts: dict[tuple[str, str], int] = {}  # (approach, dataset) -> problems answered
     for r in last:
         answered.setdefault(r["approach"], set()).add((group_of(r), str(r["id"])))
-        covers.setdefault(r["approach"], set()).add(r["dataset"])
+        counts[r["approach"], r["dataset"]] = counts.get((r["approach"], r["dataset"]), 0) + 1
     present = {r["dataset"] for r in last}
-    complete = {a: v for a, v in answered.items() if covers[a] == present}
-    if not complete:
+    most = {d: max(n for (_, ds), n in counts.items() if ds == d) for d in present}
+    kept = [a for a in answered if all(2 * counts.get((a, d), 0) >= most[d] for d in present)]
+    if not kept:
         return []
-    most = max(len(v) for v in complete.values())
-    kept = [a for a, v in complete.items() if 2 * len(v) >= most]
     shared = set.intersection(*(answered[a] for a in kept))
     pooled = [{**r, "dataset": MIXED, "split": None, "id": f"{group_of(r)}/{r['id']}"}
               for r in last if r["approach"] in kept and (group_of(r), str(r["id"])) in shared]

@@ -52,8 +52,13 @@ def test_mixed_set_pools_datasets_on_shared_test_problems():
              for i in range(10) for a in ("none", "mv")]
     recs += [rec(i + 50, "none", False, 5, dataset="e", split_name="dev") for i in range(10)]
     recs += [rec(99, "tiny_trial", True, 1, dataset="e", split_name="test")]
+    # on every problem of "e" but on only 4 of "d"'s 10: would shrink the mix to 14 problems
+    recs += [rec(i, "lopsided", True, 1, dataset="e", split_name="test") for i in range(10)]
+    recs += [{**r, "approach": "lopsided", "split": "test"} for r in table()
+             if r["approach"] == "none"][:4]
     rows = {r.approach: r for r in pareto.mixed_rows(recs)}
-    assert set(rows) == {"none", "mv"}  # cheap_bad/costly: not on "e"; tiny_trial: 1 problem
+    # cheap_bad/costly: not on "e"; tiny_trial: 1 problem; lopsided: under half of "d"
+    assert set(rows) == {"none", "mv"}
     assert rows["none"].n == 20 and rows["none"].correct == 15  # 5 of d + 10 of e, no dev
     assert rows["mv"].correct == 8 and rows["mv"].dataset == pareto.MIXED
     assert pareto.mixed_rows(table()) == []  # one dataset: no mix
